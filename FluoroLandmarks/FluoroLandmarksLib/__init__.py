@@ -1,0 +1,1 @@
+"""FluoroLandmarks logic, free of Qt: C-arm geometry, DRR synthesis, landmarks, MRML bridge."""

@@ -1,0 +1,34 @@
+# One command to set up and run the demo, one to test. Both create .venv on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SAMPLE := FluoroLandmarks/Resources/SampleData
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0   # the local CPU build; a bare "torch" pulls GBs of CUDA
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/fluoro-landmarks drr $(SAMPLE)/ProMED_CT_0051.nrrd --landmarks $(SAMPLE)/ProMED_CT_0051_landmarks.mrk.json \
+	  --primary-angle 0 90 30 --secondary-angle 0 0 15 --out output/drr
+	$(PY) -m FluoroLandmarksLib.preview output/drr --ct $(SAMPLE)/ProMED_CT_0051.nrrd \
+	  --landmarks $(SAMPLE)/ProMED_CT_0051_landmarks.mrk.json --out output/preview
+
+test: setup
+	$(PY) -m pytest -q Testing
+
+# Benchmarks need the peers: plastimatch (Debian package) and DiffDRR (PyPI).
+bench: setup
+	command -v plastimatch >/dev/null || (apt-get update -qq && apt-get install -y -qq plastimatch)
+	$(PY) -m pip install -q diffdrr
+	$(PY) Testing/Benchmarks/drr_speed.py --json output/bench/drr_speed.json
+
+clean:
+	rm -rf $(VENV) output
