@@ -98,10 +98,10 @@ class DRRRenderer:
         rays = [self._view_rays(g) for g in geometries]
         out: list[np.ndarray | None] = [None] * len(geometries)
         with torch.no_grad():
-            for axis in {r[0] for r in rays}:
-                members = [n for n, r in enumerate(rays) if r[0] == axis]
-                src = torch.cat([rays[n][1].expand_as(rays[n][2]) for n in members])
-                sums = self._integrate(axis, src, torch.cat([rays[n][2] for n in members])).numpy()
+            for axis, slab in {r[:2] for r in rays}:
+                members = [n for n, r in enumerate(rays) if r[:2] == (axis, slab)]
+                src = torch.cat([rays[n][2].expand_as(rays[n][3]) for n in members])
+                sums = self._integrate(axis, slab, src, torch.cat([rays[n][3] for n in members])).numpy()
                 offset = 0
                 for n in members:
                     nu, nv = geometries[n].detector_size_px
@@ -109,8 +109,9 @@ class DRRRenderer:
                     offset += nu * nv
         return out
 
-    def _view_rays(self, g: CArmGeometry) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """(slice axis, source (1, 3) in IJK, (nv*nu, 3) source->detector-pixel vectors in IJK).
+    def _view_rays(self, g: CArmGeometry) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+        """(slice axis, slab size, source (1, 3) in IJK, (nv*nu, 3) source->detector-pixel vectors
+        in IJK). The slab averages slices where the view's rays drift < MAX_SLAB_DRIFT voxels.
 
         Computed in torch float64: numpy matmuls here would wake OpenBLAS threads that compete
         with torch's for the cores."""
@@ -126,9 +127,13 @@ class DRRRenderer:
         v = torch.arange(nv, dtype=torch.float64) - cv
         d = centre + v[:, None, None] * step_v + u[None, :, None] * step_u
         src = torch.from_numpy(ras_to_ijk @ g.source_ras + self.ras_to_ijk[:3, 3])[None]
-        return int(torch.argmax(centre.abs())), src, d.reshape(-1, 3)
+        d = d.reshape(-1, 3)
+        axis = int(torch.argmax(centre.abs()))
+        drift = float((d[:, [a for a in range(3) if a != axis]] / d[:, axis:axis + 1]).abs().max())
+        slab = int(np.clip(MAX_SLAB_DRIFT_VOXELS // max(drift, 1e-6), 1, MAX_SLAB))
+        return axis, slab, src, d
 
-    def _integrate(self, axis: int, src: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    def _integrate(self, axis: int, slab: int, src: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """Joseph line integrals (float32) of rays src + t d (IJK, float64; t in [0, 1] = source
         to detector)."""
         result = torch.zeros(len(d), dtype=torch.float32)
@@ -139,8 +144,6 @@ class DRRRenderer:
         rest = [a for a in range(3) if a != axis]  # stack width (grid x), height (grid y)
         dm = d[:, axis]
         slope = d[:, rest] / dm[:, None]  # in-plane index shift per slice
-        # Slab pre-filter: average `slab` slices where rays drift < MAX_SLAB_DRIFT voxels across them.
-        slab = int(np.clip(MAX_SLAB_DRIFT_VOXELS // max(float(slope.abs().max()), 1e-6), 1, MAX_SLAB))
         stack = self._stack(axis, slab)
         n_slabs, _, height, width = stack.shape
         # Slab s is sampled at slice position p = s * slab + (slab - 1) / 2.

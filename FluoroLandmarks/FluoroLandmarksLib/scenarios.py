@@ -1,0 +1,71 @@
+"""Test scenarios run both by pytest (headless scene) and by the module's Slicer self-test.
+
+Each takes an application logic (``slicer.app.applicationLogic()`` in Slicer) and raises
+AssertionError when the behaviour is wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import mrml
+from .synthesis import DRRParameters, export_views, synthesize
+
+
+def _node_state(node) -> tuple:
+    """Snapshot (labels or voxels, matrix or positions) of a volume or markups node."""
+    if node.IsA("vtkMRMLVolumeNode"):
+        return mrml.volume_to_numpy(node)
+    labels, points = mrml.markups_to_numpy(node)
+    return labels, points
+
+
+def _same(a: tuple, b: tuple, atol: float = 0.0) -> bool:
+    first_equal = (np.array_equal(a[0], b[0]) if isinstance(a[0], np.ndarray) else list(a[0]) == list(b[0]))
+    return first_equal and a[1].shape == b[1].shape and np.allclose(a[1], b[1], rtol=0, atol=atol)
+
+
+def drr_round_trip(app_logic, ct_path: str | Path, landmarks_path: str | Path, out_dir: str | Path,
+                   reload_scene: Callable[[Path], object]) -> dict:
+    """Synthesize two views (AP and LAO 90) of a CT with landmarks, export them, reload the
+    .mrb with ``reload_scene(path) -> scene`` and check nodes and coordinates survive; check the
+    2D landmarks are the exact projections P X and that the input nodes were not modified."""
+    ct = mrml.load_volume(app_logic, ct_path, "CT")
+    landmarks = mrml.load_markups(app_logic, landmarks_path)
+    before = (_node_state(ct), _node_state(landmarks))
+    params = DRRParameters(views=((0.0, 0.0), (90.0, 0.0)), detector_size_px=(96, 80), pixel_spacing_mm=(3.0, 3.0))
+    views = synthesize(app_logic, ct, landmarks, params, name="DRR")
+    assert _same(_node_state(ct), before[0]) and _same(_node_state(landmarks), before[1]), "inputs modified"
+
+    labels, points = mrml.markups_to_numpy(landmarks)
+    for view in views:
+        g = view.geometry
+        h = np.c_[points, np.ones(len(points))] @ g.projection_ras_to_px.T
+        assert np.array_equal(view.landmarks_px, h[:, :2] / h[:, 2:]), "2D landmarks are not P X"
+        _, on_plane = mrml.markups_to_numpy(view.nodes["landmarks_2d"])
+        assert np.allclose(g.project(on_plane)[0], view.landmarks_px, atol=1e-6), "2D markups off the DRR"
+        assert np.allclose(mrml.volume_to_numpy(view.nodes["drr"])[1], g.detector_ijk_to_ras, atol=1e-9)
+
+    out = Path(out_dir)
+    export_views(app_logic.GetMRMLScene(), views, out)
+    expected = {}
+    for view in views:
+        for role, node in view.nodes.items():
+            if role in ("drr", "landmarks_2d", "source"):
+                expected[node.GetName()] = _node_state(node)
+    expected["CT"] = _node_state(ct)
+    expected[landmarks.GetName()] = _node_state(landmarks)
+
+    scene = reload_scene(out / "scene.mrb")
+    for name, state in expected.items():
+        node = scene.GetFirstNodeByName(name)
+        assert node is not None, f"node {name!r} missing after reloading the bundle"
+        assert _same(_node_state(node), state, atol=1e-6), f"{name}: data or coordinates changed in the bundle"
+    browser = scene.GetFirstNodeByClass("vtkMRMLSequenceBrowserNode")
+    assert browser is not None and browser.GetNumberOfSynchronizedSequenceNodes() >= 3, "view sequences lost"
+    text = scene.GetFirstNodeByName("DRR geometry 001")
+    assert text is not None and mrml.geometry_from_text_node(text) == views[1].geometry, "geometry node lost"
+    return {"views": len(views), "nodes_checked": len(expected)}
