@@ -1,0 +1,160 @@
+"""FluoroLandmarks: DRR synthesis with projected landmarks for a C-arm geometry.
+
+Thin Slicer module (Module, Widget, Logic, Test). The work is in the Qt-free FluoroLandmarksLib.
+"""
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import slicer
+import vtk
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from FluoroLandmarksLib import mrml, scenarios
+from FluoroLandmarksLib.synthesis import OUTPUT_KINDS, DRRParameters, synthesize
+
+SAMPLE_DIR = Path(__file__).parent / "Resources" / "SampleData"
+
+
+class FluoroLandmarks(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Fluoro Landmarks")
+        self.parent.categories = [_("Registration")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["FluoroLandmarks developers"]
+        self.parent.helpText = _(
+            "Synthesize digitally reconstructed radiographs (DRRs) of a CT for a C-arm geometry "
+            "(LAO+/CRAN+, source posterior at 0/0) and project the CT's 3D landmarks as 2D markups "
+            "on the detector plane.")
+        self.parent.acknowledgementText = _(
+            "Methods: Fum et al. 2024 (Med Phys 51:7191); Noothout et al. 2020 (IEEE TMI). Sample head CT: "
+            "InVesalius (CTI Renato Archer), GPL-2.")
+
+
+@parameterNodeWrapper
+class FluoroLandmarksParameterNode:
+    """GUI state. Angles in degrees, distances and spacing in mm, detector size in pixels."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    inputLandmarks: vtkMRMLMarkupsFiducialNode
+    primaryAngle: Annotated[float, WithinRange(-180, 180)] = 0.0
+    secondaryAngle: Annotated[float, WithinRange(-90, 90)] = 0.0
+    sourceDetectorDistance: Annotated[float, WithinRange(100, 3000)] = 1000.0
+    sourceIsocenterDistance: Annotated[float, WithinRange(50, 2900)] = 750.0
+    detectorColumns: Annotated[int, WithinRange(8, 4096)] = 256
+    detectorRows: Annotated[int, WithinRange(8, 4096)] = 256
+    pixelSpacing: Annotated[float, WithinRange(0.01, 10)] = 1.2
+    outputKind: Annotated[str, Choice(list(OUTPUT_KINDS))] = "line-integral"
+
+
+class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/FluoroLandmarks.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = FluoroLandmarksLogic()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.applyButton.enabled = ready
+        self.ui.applyButton.toolTip = _("Render the DRR") if ready else _("Select a CT volume")
+
+    def onApplyButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to synthesize the DRR."), waitCursor=True):
+            views = self.logic.process(self._parameterNode)
+            view = views[0]
+            slicer.util.setSliceViewerLayers(background=view.nodes["drr"], fit=True)
+            inside = int(view.in_field.sum())
+            self.ui.statusLabel.text = _("{inside}/{total} landmarks in the field").format(
+                inside=inside, total=len(view.labels))
+
+
+class FluoroLandmarksLogic(ScriptedLoadableModuleLogic):
+    """Reads the parameter node and calls FluoroLandmarksLib.synthesis on Slicer's scene."""
+
+    def getParameterNode(self):
+        return FluoroLandmarksParameterNode(super().getParameterNode())
+
+    def process(self, p: FluoroLandmarksParameterNode):
+        params = DRRParameters(
+            views=((p.primaryAngle, p.secondaryAngle),), sid_mm=p.sourceDetectorDistance,
+            sod_mm=p.sourceIsocenterDistance, detector_size_px=(p.detectorColumns, p.detectorRows),
+            pixel_spacing_mm=(p.pixelSpacing, p.pixelSpacing), output=p.outputKind)
+        return synthesize(slicer.app.applicationLogic(), p.inputVolume, p.inputLandmarks, params)
+
+
+class FluoroLandmarksTest(ScriptedLoadableModuleTest):
+    """Runs the same scenarios as the pytest suite, on slicer.mrmlScene."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_drr_round_trip()
+
+    def test_drr_round_trip(self):
+        def reload_scene(path):
+            slicer.mrmlScene.Clear()
+            mrml.load_bundle(slicer.mrmlScene, path)
+            return slicer.mrmlScene
+
+        with tempfile.TemporaryDirectory() as out:
+            result = scenarios.drr_round_trip(
+                slicer.app.applicationLogic(), SAMPLE_DIR / "ProMED_CT_0051.nrrd",
+                SAMPLE_DIR / "ProMED_CT_0051_landmarks.mrk.json", out, reload_scene)
+        self.delayDisplay(f"DRR round trip passed: {result}")
