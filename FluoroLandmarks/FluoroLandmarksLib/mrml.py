@@ -45,7 +45,9 @@ def _readable(path: str | os.PathLike, what: str) -> str:
 def load_volume(app_logic, path: str | os.PathLike, name: str = "") -> "slicer.vtkMRMLScalarVolumeNode":
     """Load a scalar volume file (NRRD, NIfTI, MHA, ...) with Slicer's Volumes logic."""
     path = _readable(path, "Volume")
-    node = app_logic.GetModuleLogic("Volumes").AddArchetypeVolume(path, name or Path(path).name.split(".")[0])
+    single_file = 4  # loading-option bit: never read numbered neighbours (drr_000, drr_001...) as a series
+    node = app_logic.GetModuleLogic("Volumes").AddArchetypeVolume(path, name or Path(path).name.split(".")[0],
+                                                                   single_file)
     if node is None or node.GetImageData() is None:
         raise ValueError(f"Could not read a volume from {path}")
     return node
