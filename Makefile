@@ -27,7 +27,6 @@ test: setup
 # Benchmarks need the peers: plastimatch (Debian package) and DiffDRR (PyPI).
 bench: setup
 	command -v plastimatch >/dev/null || (apt-get update -qq && apt-get install -y -qq plastimatch)
-	$(PY) -m pip install -q diffdrr
 	$(PY) Testing/Benchmarks/drr_speed.py --json output/bench/drr_speed.json
 
 clean:

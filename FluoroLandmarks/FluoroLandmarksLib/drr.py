@@ -5,8 +5,7 @@ computed with Joseph's method: each ray is sampled where it crosses the volume's
 along the axis most parallel to the principal ray, with bilinear interpolation inside each slice
 and the slice-to-slice ray length as weight. All slices of one chunk are interpolated in one
 batched ``grid_sample`` call, rays of several views sharing the same slice axis are batched
-together, and air around the object is cropped away once. This is about 60x fewer
-interpolation taps than trilinear ray marching at the same sampling (see README, benchmarks).
+together, and air around the object is cropped away once.
 
 Volume arrays are indexed ``[k, j, i]`` (as Slicer's ``arrayFromVolume``); ``ijk_to_ras`` is the
 full 4x4 IJK->RAS matrix (mm), so oblique and flipped volumes are handled.
