@@ -27,6 +27,8 @@ test: setup
 # Benchmarks need the peers: plastimatch (Debian package) and DiffDRR (PyPI).
 bench: setup
 	command -v plastimatch >/dev/null || (apt-get update -qq && apt-get install -y -qq plastimatch)
+	# DiffDRR's renderer needs only these; its full requirements pull torchvision/timm/pyvista (CUDA torch here).
+	$(PY) -m pip install -q --no-deps diffdrr==0.6.1 && $(PY) -m pip install -q fastcore einops scipy torchio
 	$(PY) Testing/Benchmarks/drr_speed.py --json output/bench/drr_speed.json
 
 clean:
