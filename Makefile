@@ -18,8 +18,7 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/fluoro-landmarks drr $(SAMPLE)/ProMED_CT_0051.nrrd --landmarks $(SAMPLE)/ProMED_CT_0051_landmarks.mrk.json \
 	  --primary-angle 0 90 30 --secondary-angle 0 0 15 --out output/drr
-	$(PY) -m FluoroLandmarksLib.preview output/drr --ct $(SAMPLE)/ProMED_CT_0051.nrrd \
-	  --landmarks $(SAMPLE)/ProMED_CT_0051_landmarks.mrk.json --out output/preview
+	$(PY) -m FluoroLandmarksLib.preview output/drr --out output/preview
 
 test: setup
 	$(PY) -m pytest -q Testing

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["FluoroLandmarks", "FemurSegment"]
 ALGORITHM_IMPORTS = {"numpy", "torch", "SimpleITK"}
 BRIDGE_IMPORTS = ALGORITHM_IMPORTS | {"slicer", "vtk", "vtkmodules"}
-BRIDGE_FILES = {"mrml.py", "headless.py", "synthesis.py", "scenarios.py", "cli.py", "preview.py"}
+BRIDGE_FILES = {"mrml.py", "headless.py", "synthesis.py", "scenarios.py", "cli.py", "preview.py", "views.py"}
 FORBIDDEN = {"qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.util", "slicer.parameterNodeWrapper"}
 
 

@@ -242,5 +242,5 @@ def save_bundle(scene, path: str | os.PathLike) -> None:
 
 def load_bundle(scene, path: str | os.PathLike) -> None:
     """Read a .mrb into ``scene`` (which needs a data I/O manager, as Slicer's or the headless one)."""
-    if not scene.ReadFromMRB(_readable(path, "Scene bundle")):
+    if not scene.ReadFromMRB(str(Path(_readable(path, "Scene bundle")).resolve())):  # needs an absolute path
         raise ValueError(f"Could not read the scene bundle {path}")
