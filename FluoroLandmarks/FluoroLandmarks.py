@@ -17,7 +17,8 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from FluoroLandmarksLib import mrml, scenarios
-from FluoroLandmarksLib.synthesis import OUTPUT_KINDS, DRRParameters, synthesize
+from FluoroLandmarksLib.geometry import Collimation
+from FluoroLandmarksLib.synthesis import OUTPUT_KINDS, DRRParameters, parse_views, synthesize
 
 SAMPLE_DIR = Path(__file__).parent / "Resources" / "SampleData"
 
@@ -52,6 +53,9 @@ class FluoroLandmarksParameterNode:
     detectorRows: Annotated[int, WithinRange(8, 4096)] = 256
     pixelSpacing: Annotated[float, WithinRange(0.01, 10)] = 1.2
     outputKind: Annotated[str, Choice(list(OUTPUT_KINDS))] = "line-integral"
+    additionalViews: str = ""  # more primary/secondary pairs, e.g. "90/0, 30/15"
+    collimationShape: Annotated[str, Choice(["none", "rect", "circle"])] = "none"
+    collimationFraction: Annotated[float, WithinRange(0.05, 1.0)] = 0.8
 
 
 class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -116,11 +120,28 @@ class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onApplyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to synthesize the DRR."), waitCursor=True):
             views = self.logic.process(self._parameterNode)
-            view = views[0]
-            slicer.util.setSliceViewerLayers(background=view.nodes["drr"], fit=True)
-            inside = int(view.in_field.sum())
-            self.ui.statusLabel.text = _("{inside}/{total} landmarks in the field").format(
-                inside=inside, total=len(view.labels))
+            self.showView(views[0].nodes["drr"])
+            self.ui.statusLabel.text = "\n".join(
+                _("{primary:+.0f}/{secondary:+.0f}: {inside}/{total} landmarks in the field").format(
+                    primary=v.geometry.primary_deg, secondary=v.geometry.secondary_deg,
+                    inside=int(v.in_field.sum()), total=len(v.labels)) for v in views)
+
+    @staticmethod
+    def showView(drrNode) -> None:
+        """Red slice view in the DRR's plane (also shown in 3D), 3D view reset to the scene."""
+        sliceWidget = slicer.app.layoutManager().sliceWidget("Red")
+        sliceWidget.sliceLogic().GetSliceCompositeNode().SetBackgroundVolumeID(drrNode.GetID())
+        sliceNode = sliceWidget.mrmlSliceNode()
+        matrix = vtk.vtkMatrix4x4()
+        drrNode.GetIJKToRASDirectionMatrix(matrix)
+        column = [matrix.GetElement(r, 0) for r in range(3)]
+        up = [-matrix.GetElement(r, 1) for r in range(3)]  # image rows run downwards
+        normal = [0.0, 0.0, 0.0]
+        vtk.vtkMath.Cross(column, up, normal)
+        sliceNode.SetSliceToRASByNTP(*normal, *column, *drrNode.GetOrigin(), 0)
+        sliceWidget.sliceLogic().FitSliceToBackground()
+        sliceNode.SetSliceVisible(True)
+        slicer.app.layoutManager().threeDWidget(0).threeDView().resetFocalPoint()
 
 
 class FluoroLandmarksLogic(ScriptedLoadableModuleLogic):
@@ -130,10 +151,12 @@ class FluoroLandmarksLogic(ScriptedLoadableModuleLogic):
         return FluoroLandmarksParameterNode(super().getParameterNode())
 
     def process(self, p: FluoroLandmarksParameterNode):
+        detector = (p.detectorColumns, p.detectorRows)
         params = DRRParameters(
-            views=((p.primaryAngle, p.secondaryAngle),), sid_mm=p.sourceDetectorDistance,
-            sod_mm=p.sourceIsocenterDistance, detector_size_px=(p.detectorColumns, p.detectorRows),
-            pixel_spacing_mm=(p.pixelSpacing, p.pixelSpacing), output=p.outputKind)
+            views=((p.primaryAngle, p.secondaryAngle),) + parse_views(p.additionalViews),
+            sid_mm=p.sourceDetectorDistance, sod_mm=p.sourceIsocenterDistance, detector_size_px=detector,
+            pixel_spacing_mm=(p.pixelSpacing, p.pixelSpacing), output=p.outputKind,
+            collimation=Collimation.centred(p.collimationShape, p.collimationFraction, detector))
         return synthesize(slicer.app.applicationLogic(), p.inputVolume, p.inputLandmarks, params)
 
 

@@ -93,3 +93,22 @@ def test_json_round_trip():
 def test_bad_geometry_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CArmGeometry(ISO, **kwargs)
+
+
+def test_centred_collimation_covers_the_requested_fraction():
+    rect = Collimation.centred("rect", 0.5, (200, 100))
+    assert rect.contains(np.array([[99.5, 49.5], [149.0, 74.0]])).tolist() == [True, True]
+    assert rect.contains(np.array([[150.0, 49.5], [99.5, 75.0]])).tolist() == [False, False]
+    circle = Collimation.centred("circle", 1.0, (200, 100))
+    assert circle.radius_px == 50.0
+    with pytest.raises(ValueError, match="fraction"):
+        Collimation.centred("rect", 0.0, (200, 100))
+
+
+def test_parse_views():
+    from FluoroLandmarksLib.synthesis import parse_views
+
+    assert parse_views(" 90/0, -30/15.5;0/0 ") == ((90.0, 0.0), (-30.0, 15.5), (0.0, 0.0))
+    assert parse_views("") == ()
+    with pytest.raises(ValueError, match="PRIMARY/SECONDARY"):
+        parse_views("90")

@@ -58,6 +58,20 @@ class Collimation:
         if self.shape == "circle" and self.radius_px <= 0:
             raise ValueError("circular collimation needs a positive radius_px")
 
+    @classmethod
+    def centred(cls, shape: str, fraction: float, detector_size_px: tuple[int, int]) -> "Collimation":
+        """A field centred on the detector: ``fraction`` (0, 1] of its width and height (rect) or
+        of its shorter side as diameter (circle)."""
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"collimation fraction must be in (0, 1], got {fraction}")
+        nu, nv = detector_size_px
+        centre = ((nu - 1) / 2.0, (nv - 1) / 2.0)
+        if shape == "rect":
+            return cls("rect", centre, (fraction * nu, fraction * nv))
+        if shape == "circle":
+            return cls("circle", centre, radius_px=fraction * min(nu, nv) / 2.0)
+        return cls(shape)
+
     def contains(self, uv_px: np.ndarray) -> np.ndarray:
         """Boolean mask: which (..., 2) detector points (u, v in px) are inside the field."""
         uv = np.asarray(uv_px, dtype=float)

@@ -22,6 +22,20 @@ from .geometry import CArmGeometry, Collimation
 OUTPUT_KINDS = ("line-integral", "image")
 
 
+def parse_views(text: str) -> tuple[tuple[float, float], ...]:
+    """Angle pairs from text such as ``"0/0, 90/0, 30/15"`` (primary/secondary, degrees)."""
+    views = []
+    for item in text.replace(";", ",").split(","):
+        if item.strip():
+            parts = item.split("/")
+            try:
+                primary, secondary = (float(x) for x in parts)
+            except ValueError:
+                raise ValueError(f"view {item.strip()!r} is not PRIMARY/SECONDARY in degrees, e.g. 90/0") from None
+            views.append((primary, secondary))
+    return tuple(views)
+
+
 @dataclass(frozen=True)
 class DRRParameters:
     """What to render. ``views`` = (primary, secondary) angle pairs in degrees (LAO+/CRAN+);
