@@ -1,0 +1,187 @@
+"""Synthetic fluoroscopy / radiograph training set (Fum et al.'s recipe on this renderer).
+
+Per image: random C-arm angles (AP, lateral, obliques), SID/SOD (magnification), table offset
+(landmarks may fall outside the image), random rectangular / circular collimation, quantum noise,
+detector blur, gain/log windowing, gamma, additive noise, and contrast inversion (bone dark like
+fluoroscopy or bright like a cephalogram). One shard (``shard_NNNNN.npz``) per head variant.
+
+Labels (L landmarks): ``uv`` (L, 2) detector px (also outside the image), ``in_image`` (L,)
+visible (on the detector and inside the collimated field), ``depth`` (L,) mm from the source
+along the principal ray, ``xyz_ras`` (L, 3) RAS mm, ``xyz_carm`` (L, 3) C-arm camera mm, and the
+geometry (``projection`` 3x4 RAS mm -> px and the parameters to rebuild a :class:`CArmGeometry`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .drr import DRRRenderer, detector_image, hu_to_mu
+from .geometry import CArmGeometry, Collimation
+from .population import HeadPopulation
+
+IMAGE_SIZE = 256
+COLLIMATION_SHAPES = ("none", "rect", "circle")
+
+
+@dataclass(frozen=True)
+class ViewRanges:
+    """Ranges the views are drawn from (degrees, mm, px)."""
+
+    primary_deg: tuple[float, float] = (-100.0, 100.0)
+    secondary_deg: tuple[float, float] = (-25.0, 25.0)
+    sid_mm: tuple[float, float] = (900.0, 1200.0)
+    sod_fraction: tuple[float, float] = (0.6, 0.8)
+    pixel_spacing_mm: tuple[float, float] = (1.1, 1.7)
+    table_offset_mm: float = 50.0
+    collimation_probability: float = 0.6
+    collimation_fraction: tuple[float, float] = (0.45, 1.0)
+
+
+def random_geometry(rng: np.random.Generator, centre_ras: np.ndarray, r: ViewRanges = ViewRanges(),
+                    size: int = IMAGE_SIZE) -> CArmGeometry:
+    sid = rng.uniform(*r.sid_mm)
+    spacing = rng.uniform(*r.pixel_spacing_mm)
+    collimation = Collimation()
+    if rng.random() < r.collimation_probability:
+        frac = rng.uniform(*r.collimation_fraction, size=2)
+        centre = size / 2 - 0.5 + rng.uniform(-0.15, 0.15, size=2) * size
+        if rng.random() < 0.5:
+            collimation = Collimation("rect", tuple(centre), tuple(frac * size))
+        else:
+            collimation = Collimation("circle", tuple(centre), radius_px=float(frac[0] * size / 2))
+    return CArmGeometry(tuple(np.asarray(centre_ras) + rng.uniform(-1, 1, 3) * r.table_offset_mm),
+                        float(rng.uniform(*r.primary_deg)), float(rng.uniform(*r.secondary_deg)), float(sid),
+                        float(sid * rng.uniform(*r.sod_fraction)), (size, size), (spacing, spacing), collimation)
+
+
+def appearance(line_integral: np.ndarray, g: CArmGeometry, rng: np.random.Generator) -> np.ndarray:
+    """uint8 image from line integrals: quantum noise, blur, window, gamma, inversion, noise."""
+    photons = float(np.exp(rng.uniform(np.log(300.0), np.log(3e4))))
+    img = torch.from_numpy(detector_image(line_integral, g, photons, rng))[None, None]
+    sigma = rng.uniform(0.0, 1.2)
+    if sigma > 0.3:
+        x = torch.arange(-3, 4, dtype=torch.float32)
+        k = torch.exp(-x ** 2 / (2 * sigma ** 2))
+        k = k / k.sum()
+        img = F.conv2d(F.pad(img, (3, 3, 0, 0), mode="replicate"), k.view(1, 1, 1, 7))
+        img = F.conv2d(F.pad(img, (0, 0, 3, 3), mode="replicate"), k.view(1, 1, 7, 1))
+    img = img[0, 0].numpy()
+    nu, nv = g.detector_size_px
+    vv, uu = np.mgrid[0:nv, 0:nu]
+    field = g.collimation.contains(np.stack([uu, vv], -1))
+    values = img[field] if field.any() else img.ravel()
+    body = values[values > 0.5]  # window on the head, not the air around it
+    body = body if body.size > 100 else values
+    lo = np.percentile(body, rng.uniform(0, 10)) * rng.uniform(0.5, 1.0)
+    hi = np.percentile(body, rng.uniform(98, 100))
+    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) ** rng.uniform(0.6, 1.5)
+    if rng.random() < 0.5:
+        img = 1.0 - img  # fluoroscopy look: bone dark
+    img = img + rng.normal(0, rng.uniform(0, 0.04), img.shape)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def labels_for(g: CArmGeometry, points_ras: np.ndarray) -> dict:
+    uv, depth = g.project(points_ras)
+    camera = np.concatenate([points_ras, np.ones((len(points_ras), 1))], 1) @ g.world_to_camera.T
+    return dict(uv=uv.astype(np.float32), in_image=g.in_field(points_ras), depth=depth.astype(np.float32),
+                xyz_ras=points_ras.astype(np.float32), xyz_carm=camera.astype(np.float32))
+
+
+def geometry_arrays(g: CArmGeometry) -> dict:
+    c = g.collimation
+    return dict(projection=g.projection_ras_to_px.astype(np.float32),
+                isocenter=np.asarray(g.isocenter_ras, np.float32),
+                angles=np.array([g.primary_deg, g.secondary_deg], np.float32),
+                sid_sod=np.array([g.sid_mm, g.sod_mm], np.float32),
+                spacing=np.asarray(g.pixel_spacing_mm, np.float32),
+                collimation=np.array([COLLIMATION_SHAPES.index(c.shape), *c.center_px, *c.size_px, c.radius_px],
+                                     np.float32))
+
+
+def geometry_from_arrays(a: dict, n: int, size: int = IMAGE_SIZE) -> CArmGeometry:
+    """Rebuild sample ``n``'s geometry from the arrays of :func:`geometry_arrays`."""
+    col = a["collimation"][n]
+    collimation = Collimation(COLLIMATION_SHAPES[int(col[0])], (float(col[1]), float(col[2])),
+                              (float(col[3]), float(col[4])), float(col[5]))
+    return CArmGeometry(tuple(map(float, a["isocenter"][n])), float(a["angles"][n, 0]), float(a["angles"][n, 1]),
+                        float(a["sid_sod"][n, 0]), float(a["sid_sod"][n, 1]), (size, size),
+                        tuple(map(float, a["spacing"][n])), collimation)
+
+
+def render_coarse(renderer: DRRRenderer, geometries: list[CArmGeometry], factor: int) -> list[np.ndarray]:
+    """Line integrals on each detector, traced on a ``factor`` times coarser pixel grid (rays at
+    about the population volume's voxel size) and bilinearly resampled to the detector."""
+    if factor == 1:
+        return renderer.render(geometries)
+    coarse = [replace(g, detector_size_px=(g.detector_size_px[0] // factor, g.detector_size_px[1] // factor),
+                      pixel_spacing_mm=(g.pixel_spacing_mm[0] * factor, g.pixel_spacing_mm[1] * factor),
+                      collimation=Collimation()) for g in geometries]
+    lines = torch.from_numpy(np.stack(renderer.render(coarse)))[:, None]
+    fine = F.interpolate(lines, scale_factor=factor, mode="bilinear", align_corners=False)[:, 0].numpy()
+    return list(fine)
+
+
+def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], points_ras: np.ndarray, count: int,
+                  seed: int, out: str | os.PathLike, per_variant: int = 64, vessel_probability: float = 0.3,
+                  render_factor: int = 2, progress=print) -> dict:
+    """Write ``count`` samples (``per_variant`` views of each random head variant) as shards in
+    ``out``; returns the metadata incl. "samples_per_second"."""
+    if count < 1:
+        raise ValueError("count must be >= 1")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    population = HeadPopulation(hu, ijk_to_ras, points_ras)
+    start, written, shard = time.perf_counter(), 0, 0
+    while written < count:
+        n = min(per_variant, count - written)
+        variant = population.sample(rng, vessel_probability)
+        renderer = DRRRenderer(hu_to_mu(variant.hu), variant.ijk_to_ras)
+        geometries = [random_geometry(rng, population.centre) for _ in range(n)]
+        lines = render_coarse(renderer, geometries, render_factor)
+        images = np.stack([appearance(line, g, rng) for line, g in zip(lines, geometries)])
+        per = [labels_for(g, variant.landmarks_ras) for g in geometries]
+        arrays = {key: np.stack([p[key] for p in per]) for key in per[0]}
+        geo = [geometry_arrays(g) for g in geometries]
+        arrays.update({key: np.stack([x[key] for x in geo]) for key in geo[0]})
+        d = variant.deformation
+        arrays.update(images=images, vessels=np.full(n, variant.vessels), def_matrix=d.matrix, def_centre=d.centre,
+                      def_offset=d.offset, def_field=d.field, def_box=d.box)
+        tmp = out / f".shard_{shard:05d}.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, out / f"shard_{shard:05d}.npz")
+        written += n
+        shard += 1
+        progress(f"{written}/{count} samples, {written / (time.perf_counter() - start):.1f} samples/s")
+    seconds = time.perf_counter() - start
+    meta = dict(labels=list(labels), image_size=IMAGE_SIZE, samples=written, seed=seed, seconds=seconds,
+                samples_per_second=written / seconds, shards=shard)
+    (out / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def load_dataset(folder: str | os.PathLike) -> tuple[dict, dict]:
+    """(metadata, arrays concatenated over shards; per-variant deformation arrays are repeated
+    per sample)."""
+    folder = Path(folder)
+    meta_path = folder / "dataset.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{folder} is not a dataset folder (no dataset.json)")
+    meta = json.loads(meta_path.read_text())
+    parts: dict[str, list] = {}
+    for path in sorted(folder.glob("shard_*.npz")):
+        with np.load(path) as z:
+            n = len(z["images"])
+            for key in z.files:
+                value = z[key] if not key.startswith("def_") else np.repeat(z[key][None], n, axis=0)
+                parts.setdefault(key, []).append(value)
+    return meta, {key: np.concatenate(v) for key, v in parts.items()}
