@@ -112,3 +112,10 @@ def test_parse_views():
     assert parse_views("") == ()
     with pytest.raises(ValueError, match="PRIMARY/SECONDARY"):
         parse_views("90")
+
+
+def test_backproject_inverts_project():
+    g = CArmGeometry(ISO, 37.0, -12.0, 1100.0, 800.0, (200, 300), (1.3, 1.1))
+    points = np.random.default_rng(0).normal(ISO, 60.0, size=(20, 3))
+    uv, depth = g.project(points)
+    assert np.allclose(g.backproject(uv, depth), points, atol=1e-9)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .geometry import Collimation
+from .inference import SHIPPED_MODEL
 from .synthesis import OUTPUT_KINDS, DRRParameters
 
 
@@ -66,6 +70,174 @@ def run_drr(args) -> list[Path]:
     return written
 
 
+def run_make_dataset(args) -> dict:
+    from . import mrml
+    from .dataset import write_dataset
+    from .headless import HeadlessApplication
+
+    app = HeadlessApplication()
+    try:
+        ct = mrml.load_volume(app.app_logic, args.ct, "CT")
+        hu, ijk_to_ras = mrml.volume_to_numpy(ct)
+        labels, points = mrml.markups_to_numpy(mrml.load_markups(app.app_logic, args.landmarks))
+    finally:
+        app.close()
+    if not labels:
+        raise ValueError(f"{args.landmarks} has no landmarks")
+    meta = write_dataset(hu, ijk_to_ras, labels, points, args.count, args.seed, args.out, per_variant=args.per_variant,
+                         vessel_probability=args.vessel_share, progress=lambda m: print(m, end="\r", flush=True))
+    print(f"\nwrote {meta['samples']} samples ({meta['shards']} head variants) to {args.out} in "
+          f"{meta['seconds']:.1f} s: {meta['samples_per_second']:.1f} samples/s")
+    return meta
+
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"
+SAMPLE_CT = SAMPLE_DIR / "ProMED_CT_0051.nrrd"
+SAMPLE_LANDMARKS = SAMPLE_DIR / "ProMED_CT_0051_landmarks.mrk.json"
+
+
+def _template(app, ct_path, landmarks_path, labels: list[str]):
+    """Template CT node and its landmarks (RAS mm) in the order of ``labels``."""
+    from . import mrml
+
+    ct = mrml.load_volume(app.app_logic, ct_path, "template CT")
+    names, points = mrml.markups_to_numpy(mrml.load_markups(app.app_logic, landmarks_path))
+    missing = [n for n in labels if n not in names]
+    if missing:
+        raise ValueError(f"template landmarks {landmarks_path} lack {missing}")
+    return ct, np.array([points[names.index(n)] for n in labels])
+
+
+def _write_json(path, payload) -> None:
+    if path:
+        from .synthesis import write_text_atomic
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(Path(path), json.dumps(payload, indent=2))
+
+
+def print_report(report: dict) -> None:
+    def line(name, s):
+        if s.get("n", 0) == 0:
+            return f"{name:26s} (none)"
+        return (f"{name:26s} n={s['n']:6d}  MRE {s['mre_mm']:6.2f} ± {s['sd_mm']:5.2f} mm  median {s['median_mm']:5.2f}"
+                f"  <=10 mm {100 * s['within_10mm']:5.1f} %  <=4 mm {100 * s['within_4mm']:5.1f} %")
+
+    for key in ("2d", "2d_in_image", "2d_out_of_image", "3d", "3d_in_image", "3d_out_of_image", "skull_surface"):
+        if key in report:
+            print(line(key.replace("_", " "), report[key]))
+    if "eye_lens_in_field_accuracy" in report:
+        print(f"eye lens in-field flag accuracy {100 * report['eye_lens_in_field_accuracy']:.1f} %")
+    print("per landmark (2D MRE / <=10 mm, 3D MRE / <=10 mm, share in image):")
+    for label, r in report["per_landmark"].items():
+        print(f"  {label:24s} {r['2d']['mre_mm']:6.2f} mm {100 * r['2d']['within_10mm']:5.1f} %   "
+              f"{r['3d']['mre_mm']:6.2f} mm {100 * r['3d']['within_10mm']:5.1f} %   {100 * r['in_image_share']:5.1f} %")
+
+
+def run_train(args) -> Path:
+    import torch
+
+    from .dataset import load_dataset
+    from .detection import write_skull_template
+    from .evaluation import evaluate
+    from .headless import HeadlessApplication
+    from .inference import LandmarkModel
+    from .training import train_global, train_local
+
+    meta, data = load_dataset(args.data)
+    labels = meta["labels"]
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    global_net, g_info = train_global(data, len(labels), args.global_steps, args.batch, seed=args.seed)
+    local_net, l_info = train_local(data, len(labels), args.local_steps, seed=args.seed) if args.local_steps else (None, {})
+    seconds = time.perf_counter() - start
+    app = HeadlessApplication()
+    try:
+        ct, template_landmarks = _template(app, args.template_ct, args.template_landmarks, labels)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        write_skull_template(app.app_logic, ct, args.out)
+    finally:
+        app.close()
+    model = LandmarkModel(labels, global_net, local_net, {})
+    card = dict(
+        name="FluoroLandmarks global-to-local landmark FCNN",
+        data=dict(meta, folder=str(args.data), template_ct=Path(args.template_ct).name,
+                  note="synthetic DRRs of random head variants of the GPL-2 sample CT; no patient images"),
+        command="fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None,
+        training=dict(global_=g_info, local=l_info, seconds=seconds, threads=args.threads, device="cpu"),
+        template_landmarks_ras=template_landmarks.tolist(),
+        parameters=sum(p.numel() for p in global_net.parameters()) + (
+            sum(p.numel() for p in local_net.parameters()) if local_net else 0))
+    model.save(args.out, card)
+    print(f"trained in {seconds / 60:.1f} min; model written to {args.out}")
+    if args.test:
+        test_meta, test_data = load_dataset(args.test)
+        from .detection import read_skull_template
+        from . import mrml
+
+        vertices = mrml.polydata_points(read_skull_template(args.out))
+        report = evaluate(model, test_meta, test_data, vertices, template_landmarks)
+        print_report(report)
+        card["metrics"] = {k: report[k] for k in ("samples", "within_10mm_2d", "within_10mm_3d", "mre_2d_mm",
+                                                  "mre_3d_mm", "2d", "3d", "2d_in_image", "2d_out_of_image",
+                                                  "skull_surface", "eye_lens_in_field_accuracy") if k in report}
+        card["metrics"]["test_data"] = dict(test_meta, folder=str(args.test))
+        model.save(args.out, card)
+    return Path(args.out)
+
+
+def run_evaluate(args) -> dict:
+    from . import mrml
+    from .dataset import load_dataset
+    from .detection import read_skull_template
+    from .evaluation import evaluate
+    from .inference import LandmarkModel
+
+    model = LandmarkModel.load(args.model)
+    meta, data = load_dataset(args.data)
+    vertices = mrml.polydata_points(read_skull_template(args.model))
+    report = evaluate(model, meta, data, vertices, np.asarray(model.card["template_landmarks_ras"]))
+    print(f"{report['samples']} held-out synthetic images ({args.data}), model {args.model}")
+    print_report(report)
+    print(f"2D within 10 mm {100 * report['within_10mm_2d']:.1f} % (Fum et al. 96.4 %), "
+          f"3D within 10 mm {100 * report['within_10mm_3d']:.1f} % (Fum et al. 92.5 %), "
+          f"2D MRE {report['mre_2d_mm']:.2f} mm, 3D MRE {report['mre_3d_mm']:.2f} mm")
+    _write_json(args.json, report)
+    return report
+
+
+def run_detect(args) -> list[Path]:
+    from .detection import detect_frame, export_frame
+    from .frames import geometry_from_tags, read_frame
+    from .geometry import CArmGeometry
+    from .headless import HeadlessApplication
+    from .inference import LandmarkModel
+
+    image, tags = read_frame(args.image)
+    if args.geometry:
+        geometry = CArmGeometry.from_dict(json.loads(Path(args.geometry).read_text()))
+        source = {"all": "geometry file"}
+    else:
+        geometry, source = geometry_from_tags(tags, image.shape, dict(
+            sid_mm=args.sid, sod_mm=args.sod, pixel_spacing_mm=args.pixel_spacing, primary_deg=args.primary_angle,
+            secondary_deg=args.secondary_angle, isocenter_ras=tuple(args.isocenter)))
+    model = LandmarkModel.load(args.model)
+    app = HeadlessApplication()
+    try:
+        start = time.perf_counter()
+        result = detect_frame(app.app_logic, image, geometry, model, args.model, Path(args.image).stem)
+        elapsed = time.perf_counter() - start
+        written = export_frame(app.scene, result, args.out)
+    finally:
+        app.close()
+    d = result.detection
+    print(f"geometry from {source}; {int(d.in_image.sum())}/{len(d.labels)} landmarks in the image; "
+          f"detected and added to the scene in {1000 * elapsed:.0f} ms; wrote {len(written)} files to {args.out}")
+    for name, lens in result.eye_lenses.items():
+        print(f"  {name}: {'IN the beam' if lens['in_field'] else 'not in the beam'} (confidence {lens['confidence']:.2f})")
+    return written
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fluoro-landmarks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +265,49 @@ def build_parser() -> argparse.ArgumentParser:
     drr.add_argument("--collimation-circle", type=float, nargs=3, metavar=("U", "V", "R"),
                      help="circular collimation: centre and radius in px")
     drr.set_defaults(func=run_drr)
+
+    make = sub.add_parser("make-dataset", help="write a synthetic training set (random head variants and views)")
+    make.add_argument("--ct", required=True, help="template CT in HU")
+    make.add_argument("--landmarks", required=True, help="the CT's 3D landmarks (.mrk.json)")
+    make.add_argument("--count", type=int, required=True, help="number of images")
+    make.add_argument("--seed", type=int, default=0, help="random seed (use another one for a test set)")
+    make.add_argument("--per-variant", type=int, default=64, help="views per random head variant (one shard each)")
+    make.add_argument("--vessel-share", type=float, default=0.3, help="share of head variants with contrast vessels")
+    make.add_argument("--out", required=True, help="output folder")
+    make.set_defaults(func=run_make_dataset)
+
+    train = sub.add_parser("train", help="train the global and local landmark networks on a dataset (CPU)")
+    train.add_argument("--data", required=True, help="dataset folder from make-dataset")
+    train.add_argument("--out", required=True, help="model folder to write")
+    train.add_argument("--test", help="held-out dataset folder: evaluate and record the metrics in the model card")
+    train.add_argument("--global-steps", type=int, default=4000)
+    train.add_argument("--local-steps", type=int, default=1500, help="0: no local refinement")
+    train.add_argument("--batch", type=int, default=24)
+    train.add_argument("--threads", type=int, default=2)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--template-ct", default=str(SAMPLE_CT), help="the CT the dataset was made from")
+    train.add_argument("--template-landmarks", default=str(SAMPLE_LANDMARKS))
+    train.set_defaults(func=run_train)
+
+    evaluate = sub.add_parser("evaluate", help="landmark and skull errors on a held-out synthetic dataset")
+    evaluate.add_argument("--model", default=str(SHIPPED_MODEL), help="model folder (default: the shipped model)")
+    evaluate.add_argument("--data", required=True, help="dataset folder from make-dataset (other seed)")
+    evaluate.add_argument("--json", help="also write the figures to this JSON file")
+    evaluate.set_defaults(func=run_evaluate)
+
+    det = sub.add_parser("detect", help="landmarks, 3D landmarks, skull and eye-lens exposure of one 2D frame")
+    det.add_argument("image", help="2D image: NRRD, NIfTI, PNG, TIFF or DICOM (XA/RF tags give the geometry)")
+    det.add_argument("--out", required=True)
+    det.add_argument("--model", default=str(SHIPPED_MODEL))
+    det.add_argument("--geometry", help="geometry.json (as written by the drr command); overrides the options")
+    det.add_argument("--sid", type=float, default=1000.0, help="source-detector distance, mm")
+    det.add_argument("--sod", type=float, default=750.0, help="source-isocenter distance, mm")
+    det.add_argument("--pixel-spacing", type=float, default=1.2, help="detector pixel spacing, mm")
+    det.add_argument("--primary-angle", type=float, default=0.0, help="LAO (+) / RAO (-), degrees")
+    det.add_argument("--secondary-angle", type=float, default=0.0, help="CRAN (+) / CAUD (-), degrees")
+    det.add_argument("--isocenter", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("R", "A", "S"),
+                     help="isocenter in patient RAS mm (3D results are relative to it)")
+    det.set_defaults(func=run_detect)
     return parser
 
 

@@ -202,6 +202,15 @@ class CArmGeometry:
             uv = h[:, :2] / w[:, None]
         return uv, w
 
+    def backproject(self, uv_px: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
+        """(N, 3) RAS mm points that project to pixels ``uv_px`` (N, 2) at depths ``depth_mm`` (N,)
+        (distance from the source along the principal ray): the inverse of :meth:`project`."""
+        uv = np.atleast_2d(np.asarray(uv_px, dtype=float))
+        rays = np.concatenate([uv, np.ones((len(uv), 1))], 1) @ np.linalg.inv(self.intrinsics).T
+        camera = rays * np.asarray(depth_mm, dtype=float).reshape(-1, 1)
+        r, t = self.world_to_camera[:, :3], self.world_to_camera[:, 3]
+        return (camera - t) @ r
+
     def detector_point_ras(self, uv_px: np.ndarray) -> np.ndarray:
         """(N, 3) RAS mm positions on the detector plane of (N, 2) pixel coordinates."""
         uv = np.atleast_2d(np.asarray(uv_px, dtype=float)) - self.principal_point_px

@@ -143,12 +143,33 @@ def add_beam_model(scene, name: str, geometry: CArmGeometry):
     poly = vtk.vtkPolyData()
     poly.SetPoints(pts)
     poly.SetLines(lines)
-    node = scene.AddNewNodeByClass("vtkMRMLModelNode", name)
-    node.SetAndObservePolyData(poly)
-    node.CreateDefaultDisplayNodes()
-    node.GetDisplayNode().SetColor(1.0, 1.0, 0.3)
+    node = add_model(scene, name, poly, (1.0, 1.0, 0.3))
     node.GetDisplayNode().SetLineWidth(2)
     return node
+
+
+def add_model(scene, name: str, polydata, color=(0.95, 0.92, 0.84)):
+    """Model node of a vtkPolyData in RAS mm."""
+    node = scene.AddNewNodeByClass("vtkMRMLModelNode", name)
+    node.SetAndObservePolyData(polydata)
+    node.CreateDefaultDisplayNodes()
+    node.GetDisplayNode().SetColor(*color)
+    return node
+
+
+def polydata_points(polydata) -> np.ndarray:
+    return numpy_support.vtk_to_numpy(polydata.GetPoints().GetData()).astype(float)
+
+
+def with_points(polydata, points_ras: np.ndarray):
+    """Copy of ``polydata`` with its points replaced (same topology)."""
+    out = vtk.vtkPolyData()
+    out.DeepCopy(polydata)
+    out.GetPoints().SetData(numpy_support.numpy_to_vtk(np.ascontiguousarray(points_ras, dtype=np.float32), deep=True))
+    normals = vtk.vtkPolyDataNormals()
+    normals.SetInputData(out)
+    normals.Update()
+    return normals.GetOutput()
 
 
 def add_surface_model(scene, name: str, volume_node, threshold: float, decimate: float = 0.7):
@@ -172,11 +193,7 @@ def add_surface_model(scene, name: str, volume_node, threshold: float, decimate:
     normals = vtk.vtkPolyDataNormals()
     normals.SetInputConnection(to_ras.GetOutputPort())
     normals.Update()
-    node = scene.AddNewNodeByClass("vtkMRMLModelNode", name)
-    node.SetAndObservePolyData(normals.GetOutput())
-    node.CreateDefaultDisplayNodes()
-    node.GetDisplayNode().SetColor(0.95, 0.92, 0.84)
-    return node
+    return add_model(scene, name, normals.GetOutput())
 
 
 def add_text(scene, name: str, text: str):

@@ -1,0 +1,125 @@
+"""Landmark detection on one frame, as MRML nodes and files (bridge: slicer-core + the Lib).
+
+The frame is placed on its detector plane in patient RAS (from its C-arm geometry), so the 2D
+landmarks (on that plane), the 3D landmarks and the estimated skull overlay in Slicer's views.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import vtk
+
+from . import mrml
+from .geometry import CArmGeometry
+from .inference import Detection, LandmarkModel, detect
+from .landmarks import EYE_LENSES
+from .shape import warp_template
+from .synthesis import write_text_atomic
+
+SKULL_TEMPLATE_FILE = "skull_template.vtp"
+
+
+def write_skull_template(app_logic, ct_node, folder: str | os.PathLike, bone_hu: float = 300.0,
+                         decimate: float = 0.9) -> Path:
+    """Bone iso-surface of the template CT into the model folder (plain VTK XML, points in RAS
+    mm, not Slicer's LPS file convention)."""
+    scene = app_logic.GetMRMLScene()
+    node = mrml.add_surface_model(scene, "skull template", ct_node, bone_hu, decimate)
+    path = Path(folder) / SKULL_TEMPLATE_FILE
+    tmp = path.with_name(f".tmp-{path.name}")
+    writer = vtk.vtkXMLPolyDataWriter()
+    writer.SetFileName(str(tmp))
+    writer.SetInputData(node.GetPolyData())
+    writer.SetDataModeToBinary()
+    ok = writer.Write()
+    scene.RemoveNode(node)
+    if not ok:
+        raise OSError(f"could not write {path}")
+    os.replace(tmp, path)
+    return path
+
+
+def read_skull_template(folder: str | os.PathLike):
+    """The template skull (RAS mm) of a model folder."""
+    reader = vtk.vtkXMLPolyDataReader()
+    path = Path(folder) / SKULL_TEMPLATE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: the model folder has no skull template")
+    reader.SetFileName(str(path))
+    reader.Update()
+    return reader.GetOutput()
+
+
+@dataclass
+class FrameResult:
+    detection: Detection
+    geometry: CArmGeometry
+    eye_lenses: dict
+    nodes: dict = field(default_factory=dict)
+
+
+def eye_lens_report(d: Detection) -> dict:
+    """Whether each eye lens is in the beam (estimated inside the image with presence > 0.5)."""
+    out = {}
+    for name in EYE_LENSES:
+        if name in d.labels:
+            n = d.labels.index(name)
+            out[name] = dict(in_field=bool(d.in_image[n] and d.confidence[n] > 0.5), u=float(d.uv[n, 0]),
+                             v=float(d.uv[n, 1]), confidence=float(d.confidence[n]),
+                             position_ras=[float(x) for x in d.xyz_ras[n]])
+    return out
+
+
+def detect_frame(app_logic, image: np.ndarray, geometry: CArmGeometry, model: LandmarkModel, model_folder,
+                 name: str = "Frame") -> FrameResult:
+    """Run the model on ``image`` (rows, columns) and add the frame, 2D and 3D landmarks, the
+    estimated skull, the X-ray source and the beam to the scene."""
+    d = detect(model, image, geometry)
+    scene = app_logic.GetMRMLScene()
+    nodes = {"frame": mrml.add_image_volume(scene, name, image, geometry.detector_ijk_to_ras)}
+    visible = d.in_image & (d.confidence > 0.5)
+    nodes["landmarks_2d"] = mrml.add_points(scene, f"{name} landmarks 2D", d.labels, geometry.detector_point_ras(d.uv),
+                                            visible)
+    nodes["landmarks_3d"] = mrml.add_points(scene, f"{name} landmarks 3D", d.labels, d.xyz_ras, visible,
+                                            color=(0.2, 0.8, 1.0))
+    template = read_skull_template(model_folder)
+    skull = warp_template(mrml.polydata_points(template), np.asarray(model.card["template_landmarks_ras"]),
+                          d.xyz_ras, d.confidence)
+    nodes["skull"] = mrml.add_model(scene, f"{name} estimated skull", mrml.with_points(template, skull))
+    nodes["skull"].GetDisplayNode().SetOpacity(0.5)
+    nodes["source"] = mrml.add_points(scene, f"{name} source", ["X-ray source"], geometry.source_ras[None],
+                                      color=(1.0, 1.0, 0.3), glyph_scale=4.0)
+    nodes["beam"] = mrml.add_beam_model(scene, f"{name} beam", geometry)
+    return FrameResult(d, geometry, eye_lens_report(d), nodes)
+
+
+def landmarks_csv(d: Detection) -> str:
+    """label,u,v,in_image,confidence (u = column, v = row of the input image, 0 = first pixel centre)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["label", "u", "v", "in_image", "confidence"])
+    for label, (u, v), inside, c in zip(d.labels, d.uv, d.in_image, d.confidence):
+        writer.writerow([label, f"{u:.3f}", f"{v:.3f}", int(inside), f"{c:.4f}"])
+    return out.getvalue()
+
+
+def export_frame(scene, result: FrameResult, out_dir: str | os.PathLike) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = result.nodes
+    files = {"landmarks_2d.mrk.json": n["landmarks_2d"], "landmarks_3d.mrk.json": n["landmarks_3d"],
+             "skull.vtp": n["skull"]}
+    for filename, node in files.items():
+        mrml.save_node(node, out / filename)
+    write_text_atomic(out / "landmarks_2d.csv", landmarks_csv(result.detection))
+    write_text_atomic(out / "eye_lenses.json", json.dumps(result.eye_lenses, indent=2))
+    write_text_atomic(out / "geometry.json", json.dumps(result.geometry.to_dict(), indent=2))
+    mrml.save_bundle(scene, out / "scene.mrb")
+    return [out / f for f in (*files, "landmarks_2d.csv", "eye_lenses.json", "geometry.json", "scene.mrb")]

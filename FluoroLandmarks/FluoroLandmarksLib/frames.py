@@ -1,0 +1,67 @@
+"""Reading one 2D X-ray / fluoroscopy frame (NRRD, NIfTI, PNG, TIFF, DICOM) and its C-arm
+geometry from DICOM XA/RF tags where present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .geometry import CArmGeometry
+
+_TAGS = {"sid": "0018|1110", "sod": "0018|1111", "primary": "0018|1510", "secondary": "0018|1511",
+         "imager_spacing": "0018|1164", "pixel_spacing": "0028|0030"}
+
+
+def read_frame(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]]:
+    """(rows, columns) float32 image (the first frame of a multi-frame file) and its DICOM tags
+    (empty for other formats)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} not found")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise ValueError(f"cannot read image {path}: {str(error).strip().splitlines()[-1]}") from None
+    tags = {key: reader.GetMetaData(key).strip() for key in reader.GetMetaDataKeys()}
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        array = array[..., :3].mean(-1)  # RGB(A) -> grey
+    while array.ndim > 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 3:
+        array = array[0]  # first frame of a sequence
+    if array.ndim != 2:
+        raise ValueError(f"{path} is not a 2D image (shape {array.shape})")
+    return array, tags
+
+
+def geometry_from_tags(tags: dict[str, str], image_shape: tuple[int, int], defaults: dict) -> tuple[CArmGeometry, dict]:
+    """Geometry from DICOM XA/RF tags, else from ``defaults`` (keys sid_mm, sod_mm,
+    pixel_spacing_mm, primary_deg, secondary_deg, isocenter_ras). Returns it and where each value
+    came from ("dicom" or "option")."""
+    values, source = dict(defaults), {key: "option" for key in defaults}
+
+    def number(tag, index=0):
+        try:
+            return float(tags[tag].split("\\")[index])
+        except (KeyError, ValueError, IndexError):
+            return None
+
+    for key, tag in (("sid_mm", _TAGS["sid"]), ("sod_mm", _TAGS["sod"]), ("primary_deg", _TAGS["primary"]),
+                     ("secondary_deg", _TAGS["secondary"])):
+        if number(tag) is not None:
+            values[key], source[key] = number(tag), "dicom"
+    spacing = number(_TAGS["imager_spacing"]) or number(_TAGS["pixel_spacing"])
+    if spacing:
+        values["pixel_spacing_mm"], source["pixel_spacing_mm"] = spacing, "dicom"
+    rows, cols = image_shape
+    geometry = CArmGeometry(tuple(values["isocenter_ras"]), values["primary_deg"], values["secondary_deg"],
+                            values["sid_mm"], values["sod_mm"], (cols, rows),
+                            (values["pixel_spacing_mm"], values["pixel_spacing_mm"]))
+    return geometry, source

@@ -1,0 +1,147 @@
+"""The landmark model: weights I/O (sha256-checked, ``torch.load(weights_only=True)``) and the
+per-frame pipeline preprocess -> global -> local -> 3D.
+
+Image frame: pixel (u, v) = (column, row) of the input image, 0 = centre of the first pixel.
+3D: RAS mm through the frame's :class:`CArmGeometry`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .dataset import IMAGE_SIZE
+from .geometry import CArmGeometry
+from .network import PatchFCNN, aggregate
+from .training import LOCAL_ARCHITECTURE, crops, normalize
+
+WEIGHTS_FILE, CARD_FILE = "weights.pt", "model_card.json"
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "landmarks"
+
+
+def sha256(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class LandmarkModel:
+    labels: list[str]
+    global_net: PatchFCNN
+    local_net: PatchFCNN | None
+    card: dict
+
+    def save(self, folder: str | os.PathLike, card: dict) -> Path:
+        """Write weights and model card (with the weights' sha256) atomically into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {"global": self.global_net.state_dict()}
+        if self.local_net is not None:
+            state["local"] = self.local_net.state_dict()
+        tmp = folder / f".{WEIGHTS_FILE}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, folder / WEIGHTS_FILE)
+        self.card = dict(card, labels=self.labels, global_architecture=self.global_net.config,
+                         local_architecture=self.local_net.config if self.local_net else None,
+                         sha256=sha256(folder / WEIGHTS_FILE))
+        tmp = folder / f".{CARD_FILE}.tmp"
+        tmp.write_text(json.dumps(self.card, indent=2))
+        os.replace(tmp, folder / CARD_FILE)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike = SHIPPED_MODEL) -> "LandmarkModel":
+        folder = Path(folder)
+        if not (folder / CARD_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
+            raise FileNotFoundError(f"{folder} is not a landmark model folder ({CARD_FILE} + {WEIGHTS_FILE})")
+        card = json.loads((folder / CARD_FILE).read_text())
+        digest = sha256(folder / WEIGHTS_FILE)
+        if digest != card.get("sha256"):
+            raise ValueError(f"{folder / WEIGHTS_FILE}: sha256 {digest} does not match the model card; refusing to load")
+        state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        global_net = PatchFCNN(**card["global_architecture"])
+        global_net.load_state_dict(state["global"])
+        local_net = None
+        if card.get("local_architecture"):
+            local_net = PatchFCNN(**card["local_architecture"])
+            local_net.load_state_dict(state["local"])
+        for net in (global_net, local_net):
+            if net is not None:
+                net.eval()
+        return cls(card["labels"], global_net, local_net, card)
+
+
+@dataclass
+class Detection:
+    """Per landmark: ``uv`` (L, 2) input-image px, ``confidence`` (L,) max patch presence,
+    ``in_image`` (L,) on the image, ``depth_mm`` (L,), ``xyz_ras`` (L, 3) mm."""
+
+    labels: list[str]
+    uv: np.ndarray
+    confidence: np.ndarray
+    in_image: np.ndarray
+    depth_mm: np.ndarray
+    xyz_ras: np.ndarray
+
+
+def to_network_frame(image: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """Pad a (rows, columns) image to a square (edge values) and resize it to IMAGE_SIZE.
+    Returns the image, the scale (input px per network px) and the offset (px) so that
+    uv_input = uv_network * scale - offset."""
+    image = np.asarray(image, np.float32)
+    if image.ndim != 2 or min(image.shape) < 16 or not np.isfinite(image).all():
+        raise ValueError(f"expected a finite 2D image of at least 16x16 pixels, got shape {image.shape}")
+    rows, cols = image.shape
+    side = max(rows, cols)
+    pad_v, pad_u = (side - rows) // 2, (side - cols) // 2
+    square = np.pad(image, ((pad_v, side - rows - pad_v), (pad_u, side - cols - pad_u)), mode="edge")
+    if side != IMAGE_SIZE:
+        t = torch.from_numpy(square)[None, None]
+        square = F.interpolate(t, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False,
+                               antialias=side > IMAGE_SIZE)[0, 0].numpy()
+    scale = side / IMAGE_SIZE
+    # network pixel centre n maps to input pixel (n + 0.5) * scale - 0.5 - pad
+    return square, scale, np.array([pad_u + 0.5 - 0.5 * scale, pad_v + 0.5 - 0.5 * scale])
+
+
+@torch.no_grad()
+def predict_network_frame(model: LandmarkModel, images: np.ndarray) -> dict[str, np.ndarray]:
+    """(B, 256, 256) images -> ``uv`` (B, L, 2) network px, ``log_q`` (B, L), ``confidence``
+    (B, L); local refinement for landmarks estimated inside the image."""
+    x = normalize(images)
+    est = aggregate(model.global_net(x), model.global_net.stride)
+    uv = est["uv"]
+    if model.local_net is not None:
+        inside = ((uv >= -0.5) & (uv <= IMAGE_SIZE - 0.5)).all(-1).reshape(-1)
+        if inside.any():
+            patches, origin = crops(x, uv)
+            keep = inside.nonzero()[:, 0]
+            n_landmarks = uv.shape[1]
+            out = model.local_net(patches[keep])[torch.arange(len(keep)), keep % n_landmarks][:, None]
+            refined = aggregate(out, model.local_net.stride)["uv"][:, 0] + origin[keep]
+            uv = uv.reshape(-1, 2).clone()
+            uv[keep] = refined
+            uv = uv.reshape(est["uv"].shape)
+    return dict(uv=uv.numpy(), log_q=est["log_q"].numpy(), confidence=est["presence"].numpy())
+
+
+def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry) -> Detection:
+    """Landmarks of one frame (rows, columns) whose acquisition is ``geometry`` (its detector size
+    must be the image's (columns, rows))."""
+    rows, cols = np.asarray(image).shape[:2]
+    if tuple(geometry.detector_size_px) != (cols, rows):
+        raise ValueError(f"geometry detector {geometry.detector_size_px} does not match the image (columns, rows)="
+                         f"({cols}, {rows})")
+    square, scale, offset = to_network_frame(image)
+    p = predict_network_frame(model, square[None])
+    uv = p["uv"][0] * scale - offset
+    spacing = geometry.pixel_spacing_mm[0] * scale  # mm per network pixel at the detector
+    depth = np.exp(p["log_q"][0]) * geometry.sid_mm / spacing
+    return Detection(list(model.labels), uv, p["confidence"][0], geometry.in_image(uv), depth,
+                     geometry.backproject(uv, depth))

@@ -1,0 +1,115 @@
+"""Global-to-local landmark FCNNs (Noothout et al. 2020), extended for out-of-image and 3D
+landmarks (Fum et al. 2024).
+
+Each network divides its input into square patches (the network stride). For every patch and
+landmark it outputs a displacement from the patch centre to the landmark (px, may point outside
+the image), a presence logit (is the landmark inside this patch) and, for the global network, the
+landmark's log image scale ``log(q)``, ``q = depth * pixel_spacing / SID`` (mm per pixel at the
+landmark's depth, which the anatomy's apparent size reveals; with the frame's geometry it gives
+the depth along the principal ray).
+
+Aggregation (:func:`aggregate`): estimate = sum_p w_p (centre_p + displacement_p) with
+w = softmax over patches of the presence logits, i.e. weights proportional to the presence
+odds p / (1 - p), which is the presence-weighted average when presences are small. A landmark
+outside the image has no present patch; the weights are then the relative odds of all patches,
+and the aggregate loss trains them to favour patches whose votes are accurate (in practice those
+nearest to the landmark), so the estimate stays defined and continuous across the border.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+OUTPUTS_PER_LANDMARK = 4  # dx, dy, presence logit, log q
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class PatchFCNN(nn.Module):
+    """Fully convolutional: (B, 1, H, W) image -> (B, L, 4, H/stride, W/stride)."""
+
+    def __init__(self, n_landmarks: int, widths: tuple[int, ...] = (16, 32, 48, 64, 96),
+                 strides: tuple[int, ...] = (2, 2, 2, 2, 1), displacement_scale: float = 64.0):
+        super().__init__()
+        layers, cin = [], 1
+        for width, stride in zip(widths, strides):
+            layers.append(_block(cin, width, stride))
+            cin = width
+        layers.append(nn.Sequential(nn.Conv2d(cin, cin, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(cin),
+                                    nn.ReLU(inplace=True)))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Conv2d(cin, n_landmarks * OUTPUTS_PER_LANDMARK, 1)
+        self.n_landmarks = n_landmarks
+        self.stride = int(np.prod(strides))
+        self.config = dict(n_landmarks=n_landmarks, widths=list(widths), strides=list(strides),
+                           displacement_scale=displacement_scale)
+        self.displacement_scale = displacement_scale  # px per unit of the raw displacement output
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.features(image))
+        b, _, h, w = out.shape
+        out = out.view(b, self.n_landmarks, OUTPUTS_PER_LANDMARK, h, w)
+        return torch.cat([out[:, :, :2] * self.displacement_scale, out[:, :, 2:]], dim=2)
+
+
+def patch_centres(h: int, w: int, stride: int, device=None) -> torch.Tensor:
+    """(h*w, 2) pixel (u, v) centres of the patch grid (pixel centres at integers)."""
+    v, u = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return torch.stack([u, v], -1).reshape(-1, 2).float() * stride + (stride - 1) / 2.0
+
+
+def aggregate(output: torch.Tensor, stride: int) -> dict[str, torch.Tensor]:
+    """Presence-weighted estimates from a (B, L, 4, h, w) output: ``uv`` (B, L, 2) px,
+    ``log_q`` (B, L), ``presence`` (B, L) = max patch presence probability, ``weights``
+    (B, L, h*w)."""
+    b, n, _, h, w = output.shape
+    flat = output.reshape(b, n, OUTPUTS_PER_LANDMARK, h * w)
+    weights = torch.softmax(flat[:, :, 2], dim=-1)
+    votes = patch_centres(h, w, stride, output.device)[None, None] + flat[:, :, :2].transpose(2, 3)
+    uv = (weights[..., None] * votes).sum(2)
+    log_q = (weights * flat[:, :, 3]).sum(2)
+    return dict(uv=uv, log_q=log_q, presence=torch.sigmoid(flat[:, :, 2].max(-1).values), weights=weights,
+                votes=votes)
+
+
+def patch_targets(uv: torch.Tensor, h: int, w: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets for landmarks ``uv`` (B, L, 2) px: displacements (B, L, h*w, 2) and presence
+    (B, L, h*w) (1 for the patch that contains the landmark)."""
+    centres = patch_centres(h, w, stride, uv.device)
+    displacement = uv[:, :, None, :] - centres[None, None]
+    cell = torch.floor(uv / stride)
+    inside = (cell[..., 0] >= 0) & (cell[..., 0] < w) & (cell[..., 1] >= 0) & (cell[..., 1] < h)
+    index = (cell[..., 1].clamp(0, h - 1) * w + cell[..., 0].clamp(0, w - 1)).long()
+    presence = torch.zeros(uv.shape[0], uv.shape[1], h * w, device=uv.device)
+    presence.scatter_(2, index[..., None], inside[..., None].float())
+    return displacement, presence
+
+
+def landmark_loss(output: torch.Tensor, stride: int, uv: torch.Tensor, log_q: torch.Tensor | None = None,
+                  visible: torch.Tensor | None = None, size: float = 256.0) -> tuple[torch.Tensor, dict]:
+    """Patch displacement (smooth L1, px / 16) + presence (BCE) + aggregated estimate (L1, px / 16)
+    [+ log q (L1)]. ``visible`` (B, L) masks the presence of landmarks hidden under collimation."""
+    b, n, _, h, w = output.shape
+    flat = output.reshape(b, n, OUTPUTS_PER_LANDMARK, h * w)
+    displacement, presence = patch_targets(uv, h, w, stride)
+    if visible is not None:
+        presence = presence * visible[..., None].float()
+    pred_d = flat[:, :, :2].transpose(2, 3)
+    # Patches far from a landmark vote with less weight in training too: their error is larger.
+    distance = displacement.norm(dim=-1)
+    patch_weight = 1.0 / (1.0 + distance / size)
+    loss_d = (F.smooth_l1_loss(pred_d / 16, displacement / 16, reduction="none").sum(-1) * patch_weight).mean()
+    loss_p = F.binary_cross_entropy_with_logits(flat[:, :, 2], presence, pos_weight=torch.tensor(16.0))
+    est = aggregate(output, stride)
+    loss_a = F.smooth_l1_loss(est["uv"] / 16, uv / 16)
+    parts = dict(displacement=loss_d, presence=loss_p, aggregate=loss_a)
+    if log_q is not None:
+        parts["log_q"] = F.l1_loss(est["log_q"], log_q) * 10
+    return sum(parts.values()), {k: float(v) for k, v in parts.items()}

@@ -1,0 +1,110 @@
+"""Training of the global and local landmark networks on a synthetic dataset (CPU)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from .network import PatchFCNN, landmark_loss
+
+LOCAL_CROP = 64  # px, crop side of the local networks
+LOCAL_JITTER = 24  # px, training offset of crop centres (covers the global network's errors)
+LOCAL_ARCHITECTURE = dict(widths=(16, 32, 48), strides=(1, 2, 2), displacement_scale=16.0)
+
+
+def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(B, H, W) images (any range) -> (B, 1, H, W) float32, zero mean and unit SD per image."""
+    x = torch.as_tensor(images).float()
+    x = x - x.mean(dim=(1, 2), keepdim=True)
+    return (x / (x.std(dim=(1, 2), keepdim=True) + 1e-6))[:, None]
+
+
+def log_scale(depth_mm: np.ndarray, spacing_mm: np.ndarray, sid_mm: np.ndarray) -> np.ndarray:
+    """log q, q = depth * pixel spacing / SID (mm per px at the landmark's depth)."""
+    return np.log(depth_mm * spacing_mm[:, None] / sid_mm[:, None])
+
+
+def crops(images: torch.Tensor, centres: torch.Tensor, size: int = LOCAL_CROP) -> tuple[torch.Tensor, torch.Tensor]:
+    """Square crops (N, 1, size, size) of (B, 1, H, W) images around integer-rounded centres
+    (B, L, 2) px, zero outside the image; returns crops for every (b, l) and their origins (N, 2)."""
+    b, n = centres.shape[:2]
+    half = size // 2
+    origin = torch.round(centres).long() - half
+    padded = torch.nn.functional.pad(images, (size, size, size, size))
+    out = torch.empty(b * n, 1, size, size)
+    for i in range(b):
+        for j in range(n):
+            u0, v0 = origin[i, j].tolist()
+            u0 = min(max(u0, -size), images.shape[-1])
+            v0 = min(max(v0, -size), images.shape[-2])
+            out[i * n + j] = padded[i, :, v0 + size:v0 + 2 * size, u0 + size:u0 + 2 * size]
+    return out, origin.reshape(-1, 2).float()
+
+
+def _schedule(optimizer, step: int, total: int, lr: float) -> None:
+    warm = max(1, total // 20)
+    factor = step / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    for group in optimizer.param_groups:
+        group["lr"] = lr * factor
+
+
+def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: float = 3e-3, seed: int = 0,
+                 log=print) -> tuple[PatchFCNN, dict]:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = PatchFCNN(n_landmarks)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    log_q = log_scale(data["depth"], data["spacing"][:, 0], data["sid_sod"][:, 0]).astype(np.float32)
+    start, n = time.perf_counter(), len(data["images"])
+    net.train()
+    for step in range(steps):
+        idx = rng.integers(0, n, batch)
+        _schedule(optimizer, step, steps, lr)
+        out = net(normalize(data["images"][idx]))
+        loss, parts = landmark_loss(out, net.stride, torch.from_numpy(data["uv"][idx]), torch.from_numpy(log_q[idx]),
+                                    torch.from_numpy(data["in_image"][idx]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"global {step}/{steps} loss {float(loss):.3f} " + " ".join(f"{k} {v:.3f}" for k, v in parts.items())
+                + f" ({time.perf_counter() - start:.0f} s)")
+    net.eval()
+    return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start)
+
+
+def train_local(data: dict, n_landmarks: int, steps: int, batch: int = 8, lr: float = 3e-3, seed: int = 0,
+                log=print) -> tuple[PatchFCNN, dict]:
+    """Local network on crops around jittered true positions of visible landmarks; each crop
+    uses its landmark's output channels."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed + 1)
+    net = PatchFCNN(n_landmarks, **LOCAL_ARCHITECTURE)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    start, n = time.perf_counter(), len(data["images"])
+    net.train()
+    for step in range(steps):
+        idx = rng.integers(0, n, batch)
+        _schedule(optimizer, step, steps, lr)
+        uv = torch.from_numpy(data["uv"][idx])
+        centres = uv + torch.from_numpy(rng.uniform(-LOCAL_JITTER, LOCAL_JITTER, uv.shape).astype(np.float32))
+        patches, origin = crops(normalize(data["images"][idx]), centres)
+        visible = torch.from_numpy(data["in_image"][idx]).reshape(-1)
+        keep = visible.nonzero()[:, 0]
+        if len(keep) == 0:
+            continue
+        landmark = keep % n_landmarks
+        out = net(patches[keep])[torch.arange(len(keep)), landmark][:, None]  # (K, 1, 4, h, w)
+        local_uv = (uv.reshape(-1, 2)[keep] - origin[keep])[:, None]
+        loss, parts = landmark_loss(out, net.stride, local_uv, size=float(LOCAL_CROP))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"local {step}/{steps} loss {float(loss):.3f} " + " ".join(f"{k} {v:.3f}" for k, v in parts.items())
+                + f" ({time.perf_counter() - start:.0f} s)")
+    net.eval()
+    return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start)

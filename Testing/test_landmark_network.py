@@ -1,0 +1,134 @@
+"""Landmark network pieces: shapes, aggregation (in and out of the image), targets, losses,
+the head population's label consistency, thin-plate spline, and safe weight loading."""
+
+import numpy as np
+import pytest
+import torch
+
+from FluoroLandmarksLib.dataset import labels_for, random_geometry, render_coarse
+from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu
+from FluoroLandmarksLib.network import OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, landmark_loss, patch_targets
+from FluoroLandmarksLib.population import Deformation, HeadPopulation
+from FluoroLandmarksLib.shape import ThinPlateSpline, warp_template
+
+
+def test_network_output_shape_and_stride():
+    net = PatchFCNN(7)
+    out = net(torch.zeros(2, 1, 256, 256))
+    assert net.stride == 16
+    assert out.shape == (2, 7, OUTPUTS_PER_LANDMARK, 16, 16)
+
+
+def constructed_output(votes_uv, logits, h=4, w=4, stride=16):
+    """Output (1, 1, 4, h, w) whose patches vote for ``votes_uv`` (h*w, 2) with ``logits``."""
+    from FluoroLandmarksLib.network import patch_centres
+
+    centres = patch_centres(h, w, stride)
+    out = torch.zeros(1, 1, OUTPUTS_PER_LANDMARK, h * w)
+    out[0, 0, :2] = (torch.as_tensor(votes_uv, dtype=torch.float32) - centres).T
+    out[0, 0, 2] = torch.as_tensor(logits, dtype=torch.float32)
+    return out.reshape(1, 1, OUTPUTS_PER_LANDMARK, h, w)
+
+
+def test_aggregation_is_presence_weighted_average():
+    votes = torch.zeros(16, 2)
+    votes[5] = torch.tensor([20.0, 30.0])
+    votes[6] = torch.tensor([40.0, 50.0])
+    logits = torch.full((16,), -50.0)
+    logits[5] = logits[6] = 0.0  # equal presence: the average of the two votes
+    est = aggregate(constructed_output(votes, logits), 16)
+    assert torch.allclose(est["uv"][0, 0], torch.tensor([30.0, 40.0]), atol=1e-4)
+    logits[6] = np.log(3.0)  # three times the odds: three times the weight
+    est = aggregate(constructed_output(votes, logits), 16)
+    assert torch.allclose(est["uv"][0, 0], torch.tensor([35.0, 45.0]), atol=1e-4)
+    assert abs(float(est["presence"][0, 0]) - 0.75) < 1e-5
+
+
+def test_out_of_image_landmark_without_present_patch_is_still_estimated():
+    target = torch.tensor([-40.0, 100.0])  # left of a 64x64 image
+    votes = target + torch.randn(16, 2) * 0.5
+    logits = torch.full((16,), -8.0)  # no patch believes it contains the landmark
+    est = aggregate(constructed_output(votes, logits), 16)
+    assert torch.allclose(est["uv"][0, 0], target, atol=0.5)
+    assert float(est["presence"][0, 0]) < 0.01
+
+
+def test_patch_targets_mark_the_containing_patch_only():
+    uv = torch.tensor([[[37.0, 5.0], [-3.0, 10.0]]])
+    displacement, presence = patch_targets(uv, 4, 4, 16)
+    assert presence[0, 0].sum() == 1 and presence[0, 0, 0 * 4 + 2] == 1  # column 2, row 0
+    assert presence[0, 1].sum() == 0  # outside the image
+    assert torch.allclose(displacement[0, 0, 2], torch.tensor([37.0 - 39.5, 5.0 - 7.5]))
+
+
+def test_loss_is_lower_for_the_right_answer():
+    uv = torch.tensor([[[37.0, 5.0]]])
+    votes = torch.tensor([37.0, 5.0]).expand(16, 2)
+    logits = torch.full((16,), -6.0)
+    logits[2] = 6.0
+    good = landmark_loss(constructed_output(votes, logits), 16, uv)[0]
+    bad = landmark_loss(constructed_output(votes + 20, torch.roll(logits, 5)), 16, uv)[0]
+    assert good < bad
+
+
+def bead_volume():
+    """Water head-sized ellipsoid (HU 0) in air with a 2 mm dense bead (HU 3000)."""
+    shape = (40, 64, 64)
+    ijk_to_ras = np.diag([2.0, 2.0, 3.0, 1.0])
+    ijk_to_ras[:3, 3] = [-63.0, -63.0, -58.5]
+    k, j, i = np.indices(shape)
+    ras = np.stack([i, j, k], -1) @ ijk_to_ras[:3, :3].T + ijk_to_ras[:3, 3]
+    hu = np.where((ras ** 2 / np.array([55.0, 60.0, 50.0]) ** 2).sum(-1) < 1, 0.0, -1000.0)
+    bead = np.array([20.0, -25.0, 10.0])
+    hu[np.linalg.norm(ras - bead, axis=-1) <= 2.5] = 3000.0
+    return hu.astype(np.float32), ijk_to_ras, bead
+
+
+def test_deformation_inverse():
+    rng = np.random.default_rng(4)
+    box = np.array([[-100.0, -100, -100], [100, 100, 100]])
+    d = Deformation.random(rng, np.zeros(3), box)
+    points = rng.uniform(-80, 80, size=(50, 3))
+    assert np.abs(d.to_template(d.to_variant(points)) - points).max() < 1e-3
+
+
+def test_dataset_label_lies_on_the_rendered_bead_of_a_deformed_head():
+    hu, ijk_to_ras, bead = bead_volume()
+    population = HeadPopulation(hu, ijk_to_ras, bead[None], factor=1)
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(4):
+        variant = population.sample(rng, vessel_probability=0.0)
+        renderer = DRRRenderer(hu_to_mu(np.maximum(variant.hu, -1000)), variant.ijk_to_ras)
+        g = random_geometry(rng, population.centre, size=128)
+        g = type(g)(g.isocenter_ras, g.primary_deg, g.secondary_deg, g.sid_mm, g.sod_mm, (128, 128), (2.0, 2.0))
+        line = render_coarse(renderer, [g], 1)[0]
+        label = labels_for(g, variant.landmarks_ras)
+        if not label["in_image"][0]:
+            continue
+        u, v = label["uv"][0]
+        window = line[int(v) - 6:int(v) + 7, int(u) - 6:int(u) + 7]
+        peak = np.unravel_index(np.argmax(window), window.shape)
+        assert np.hypot(peak[1] + int(u) - 6 - u, peak[0] + int(v) - 6 - v) <= 1.5
+        checked += 1
+    assert checked >= 2
+
+
+def test_thin_plate_spline_interpolates_and_reproduces_affine():
+    rng = np.random.default_rng(1)
+    source = rng.normal(size=(12, 3)) * 50
+    target = source + rng.normal(size=(12, 3)) * 3
+    tps = ThinPlateSpline(source, target)
+    assert np.allclose(tps(source), target, atol=1e-6)
+    a = np.array([[1.1, 0.1, 0], [0, 0.9, 0.05], [0, 0, 1.0]])
+    affine = ThinPlateSpline(source, source @ a.T + [5, -3, 2])
+    points = rng.normal(size=(30, 3)) * 40
+    assert np.allclose(affine(points), points @ a.T + [5, -3, 2], atol=1e-6)
+    # A low-confidence landmark pulls less.
+    moved = target.copy()
+    moved[0] += 30
+    firm = warp_template(source[:1], source, moved)
+    loose = warp_template(source[:1], source, moved, confidence=np.r_[0.1, np.ones(11)])
+    assert np.linalg.norm(firm - moved[0]) < np.linalg.norm(loose - moved[0])
+    with pytest.raises(ValueError):
+        ThinPlateSpline(source[:3], target[:3])
