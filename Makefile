@@ -19,6 +19,11 @@ demo: setup
 	$(VENV)/bin/fluoro-landmarks drr $(SAMPLE)/ProMED_CT_0051.nrrd --landmarks $(SAMPLE)/ProMED_CT_0051_landmarks.mrk.json \
 	  --primary-angle 0 90 30 --secondary-angle 0 0 15 --out output/drr
 	$(PY) -m FluoroLandmarksLib.preview output/drr --out output/preview
+	$(VENV)/bin/fluoro-landmarks drr $(SAMPLE)/ProMED_CT_0051.nrrd --landmarks $(SAMPLE)/ProMED_CT_0051_landmarks.mrk.json \
+	  --primary-angle 60 --secondary-angle 10 \
+	  --output image --photons 20000 --collimation-circle 140 120 105 --out output/frame
+	$(VENV)/bin/fluoro-landmarks detect output/frame/drr.nrrd --geometry output/frame/geometry.json --out output/detect
+	$(PY) -m FluoroLandmarksLib.preview output/detect --out output/preview_detect
 
 test: setup
 	$(PY) -m pytest -q Testing

@@ -3,6 +3,7 @@
 Thin Slicer module (Module, Widget, Logic, Test). The work is in the Qt-free FluoroLandmarksLib.
 """
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -17,8 +18,10 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from FluoroLandmarksLib import mrml, scenarios
-from FluoroLandmarksLib.geometry import Collimation
-from FluoroLandmarksLib.synthesis import OUTPUT_KINDS, DRRParameters, parse_views, synthesize
+from FluoroLandmarksLib.detection import detect_frame
+from FluoroLandmarksLib.geometry import CArmGeometry, Collimation
+from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel
+from FluoroLandmarksLib.synthesis import GEOMETRY_ATTRIBUTE, OUTPUT_KINDS, DRRParameters, parse_views, synthesize
 
 SAMPLE_DIR = Path(__file__).parent / "Resources" / "SampleData"
 
@@ -56,6 +59,7 @@ class FluoroLandmarksParameterNode:
     additionalViews: str = ""  # more primary/secondary pairs, e.g. "90/0, 30/15"
     collimationShape: Annotated[str, Choice(["none", "rect", "circle"])] = "none"
     collimationFraction: Annotated[float, WithinRange(0.05, 1.0)] = 0.8
+    inputFrame: vtkMRMLScalarVolumeNode  # 2D X-ray / fluoroscopy frame for landmark detection
 
 
 class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -76,6 +80,7 @@ class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.detectButton.connect("clicked(bool)", self.onDetectButton)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -116,6 +121,9 @@ class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ready = bool(self._parameterNode and self._parameterNode.inputVolume)
         self.ui.applyButton.enabled = ready
         self.ui.applyButton.toolTip = _("Render the DRR") if ready else _("Select a CT volume")
+        frame = bool(self._parameterNode and self._parameterNode.inputFrame)
+        self.ui.detectButton.enabled = frame
+        self.ui.detectButton.toolTip = _("Detect landmarks") if frame else _("Select a 2D frame")
 
     def onApplyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to synthesize the DRR."), waitCursor=True):
@@ -125,6 +133,15 @@ class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 _("{primary:+.0f}/{secondary:+.0f}: {inside}/{total} landmarks in the field").format(
                     primary=v.geometry.primary_deg, secondary=v.geometry.secondary_deg,
                     inside=int(v.in_field.sum()), total=len(v.labels)) for v in views)
+
+    def onDetectButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Landmark detection failed."), waitCursor=True):
+            result = self.logic.detect(self._parameterNode)
+            self.showView(result.nodes["frame"])
+            lenses = ", ".join(f"{name}: {_('in beam') if r['in_field'] else _('not in beam')}"
+                               for name, r in result.eye_lenses.items())
+            self.ui.detectStatusLabel.text = _("{inside}/{total} landmarks in the image; {lenses}").format(
+                inside=int(result.detection.in_image.sum()), total=len(result.detection.labels), lenses=lenses)
 
     @staticmethod
     def showView(drrNode) -> None:
@@ -158,6 +175,24 @@ class FluoroLandmarksLogic(ScriptedLoadableModuleLogic):
             pixel_spacing_mm=(p.pixelSpacing, p.pixelSpacing), output=p.outputKind,
             collimation=Collimation.centred(p.collimationShape, p.collimationFraction, detector))
         return synthesize(slicer.app.applicationLogic(), p.inputVolume, p.inputLandmarks, params)
+
+
+    def geometry(self, p: FluoroLandmarksParameterNode, frameNode):
+        """The frame's C-arm geometry: its own (a DRR made here carries it) or the GUI's values."""
+        text = frameNode.GetAttribute(GEOMETRY_ATTRIBUTE)
+        if text:
+            return CArmGeometry.from_dict(json.loads(text))
+        columns, rows = frameNode.GetImageData().GetDimensions()[:2]
+        return CArmGeometry((0.0, 0.0, 0.0), p.primaryAngle, p.secondaryAngle, p.sourceDetectorDistance,
+                            p.sourceIsocenterDistance, (columns, rows), (p.pixelSpacing, p.pixelSpacing))
+
+    def detect(self, p: FluoroLandmarksParameterNode):
+        frame, _ = mrml.volume_to_numpy(p.inputFrame)
+        if frame.shape[0] != 1:
+            raise ValueError(_("Select a 2D image (a single-slice volume) as the frame"))
+        model = LandmarkModel.load(SHIPPED_MODEL)
+        return detect_frame(slicer.app.applicationLogic(), frame[0], self.geometry(p, p.inputFrame), model,
+                            SHIPPED_MODEL, p.inputFrame.GetName())
 
 
 class FluoroLandmarksTest(ScriptedLoadableModuleTest):

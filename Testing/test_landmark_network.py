@@ -132,3 +132,13 @@ def test_thin_plate_spline_interpolates_and_reproduces_affine():
     assert np.linalg.norm(firm - moved[0]) < np.linalg.norm(loose - moved[0])
     with pytest.raises(ValueError):
         ThinPlateSpline(source[:3], target[:3])
+
+
+def test_crops_are_image_windows_zero_outside():
+    from FluoroLandmarksLib.training import crops
+
+    x = torch.arange(2 * 10 * 12, dtype=torch.float32).reshape(2, 1, 10, 12)
+    out, origin = crops(x, torch.tensor([[[5.0, 5.0]], [[11.2, 8.6]]]), 4)
+    assert origin.tolist() == [[3.0, 3.0], [9.0, 7.0]]
+    assert torch.equal(out[0, 0], x[0, 0, 3:7, 3:7])
+    assert torch.equal(out[1, 0, :3, :3], x[1, 0, 7:10, 9:12]) and out[1, 0, 3:].abs().sum() == 0

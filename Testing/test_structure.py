@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["FluoroLandmarks", "FemurSegment"]
 ALGORITHM_IMPORTS = {"numpy", "torch", "SimpleITK"}
 BRIDGE_IMPORTS = ALGORITHM_IMPORTS | {"slicer", "vtk", "vtkmodules"}
-BRIDGE_FILES = {"mrml.py", "headless.py", "synthesis.py", "scenarios.py", "cli.py", "preview.py", "views.py"}
+BRIDGE_FILES = {"mrml.py", "headless.py", "synthesis.py", "scenarios.py", "cli.py", "preview.py", "views.py",
+                "detection.py"}
 FORBIDDEN = {"qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.util", "slicer.parameterNodeWrapper"}
 
 

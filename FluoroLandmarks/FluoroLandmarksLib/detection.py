@@ -21,7 +21,7 @@ from .geometry import CArmGeometry
 from .inference import Detection, LandmarkModel, detect
 from .landmarks import EYE_LENSES
 from .shape import warp_template
-from .synthesis import write_text_atomic
+from .synthesis import GEOMETRY_ATTRIBUTE, write_text_atomic
 
 SKULL_TEMPLATE_FILE = "skull_template.vtp"
 
@@ -84,6 +84,7 @@ def detect_frame(app_logic, image: np.ndarray, geometry: CArmGeometry, model: La
     d = detect(model, image, geometry)
     scene = app_logic.GetMRMLScene()
     nodes = {"frame": mrml.add_image_volume(scene, name, image, geometry.detector_ijk_to_ras)}
+    nodes["frame"].SetAttribute(GEOMETRY_ATTRIBUTE, json.dumps(geometry.to_dict()))
     visible = d.in_image & (d.confidence > 0.5)
     nodes["landmarks_2d"] = mrml.add_points(scene, f"{name} landmarks 2D", d.labels, geometry.detector_point_ras(d.uv),
                                             visible)

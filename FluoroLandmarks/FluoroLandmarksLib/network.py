@@ -112,4 +112,4 @@ def landmark_loss(output: torch.Tensor, stride: int, uv: torch.Tensor, log_q: to
     parts = dict(displacement=loss_d, presence=loss_p, aggregate=loss_a)
     if log_q is not None:
         parts["log_q"] = F.l1_loss(est["log_q"], log_q) * 10
-    return sum(parts.values()), {k: float(v) for k, v in parts.items()}
+    return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}

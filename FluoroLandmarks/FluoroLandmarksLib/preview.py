@@ -1,5 +1,5 @@
-"""PNG previews of a ``fluoro-landmarks drr`` output folder, drawn offscreen by Slicer's own
-displayable managers from the folder's ``scene.mrb``.
+"""PNG previews of a ``fluoro-landmarks drr`` or ``detect`` output folder, drawn offscreen by
+Slicer's own displayable managers from the folder's ``scene.mrb``.
 
 * ``drr_NNN.png``: a slice view in the plane of each DRR, with its 2D landmarks (in field:
   orange, outside: grey).
@@ -54,7 +54,8 @@ def render_previews(app: HeadlessApplication, out: Path, bone_hu: float = BONE_H
     for node in markups:  # in 3D, only single points (the sources) keep their labels
         if node.GetNumberOfControlPoints() > 1:
             node.GetDisplayNode().SetPointLabelsVisibility(False)
-    centre = np.zeros(3)
+    clouds = [mrml.markups_to_numpy(m)[1] for m in markups if m.GetNumberOfControlPoints() > 1]
+    centre = clouds[0].mean(0) if clouds else np.zeros(3)
     if cts:
         mrml.add_surface_model(scene, "bone", cts[0], bone_hu).GetDisplayNode().SetColor(0.95, 0.92, 0.84)
         bounds = [0.0] * 6

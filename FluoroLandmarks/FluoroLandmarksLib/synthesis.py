@@ -20,6 +20,7 @@ from .drr import MU_WATER_PER_MM, DRRRenderer, detector_image, hu_to_mu, validat
 from .geometry import CArmGeometry, Collimation
 
 OUTPUT_KINDS = ("line-integral", "image")
+GEOMETRY_ATTRIBUTE = "FluoroLandmarks.geometry"  # node attribute: the C-arm geometry (JSON) of a 2D frame
 
 
 def parse_views(text: str) -> tuple[tuple[float, float], ...]:
@@ -121,6 +122,7 @@ def synthesize(app_logic, ct_node, landmarks_node, params: DRRParameters, name: 
         suffix = f" {n:03d}" if len(views) > 1 else ""
         nodes = view.nodes
         nodes["drr"] = mrml.add_image_volume(scene, f"{name}{suffix}", view.image, g.detector_ijk_to_ras)
+        nodes["drr"].SetAttribute(GEOMETRY_ATTRIBUTE, json.dumps(g.to_dict()))
         nodes["source"] = mrml.add_points(scene, f"{name} source{suffix}", ["X-ray source"], g.source_ras[None],
                                           color=(1.0, 1.0, 0.3), glyph_scale=4.0)
         nodes["beam"] = mrml.add_beam_model(scene, f"{name} beam{suffix}", g)

@@ -31,17 +31,15 @@ def crops(images: torch.Tensor, centres: torch.Tensor, size: int = LOCAL_CROP) -
     """Square crops (N, 1, size, size) of (B, 1, H, W) images around integer-rounded centres
     (B, L, 2) px, zero outside the image; returns crops for every (b, l) and their origins (N, 2)."""
     b, n = centres.shape[:2]
-    half = size // 2
-    origin = torch.round(centres).long() - half
-    padded = torch.nn.functional.pad(images, (size, size, size, size))
-    out = torch.empty(b * n, 1, size, size)
-    for i in range(b):
-        for j in range(n):
-            u0, v0 = origin[i, j].tolist()
-            u0 = min(max(u0, -size), images.shape[-1])
-            v0 = min(max(v0, -size), images.shape[-2])
-            out[i * n + j] = padded[i, :, v0 + size:v0 + 2 * size, u0 + size:u0 + 2 * size]
-    return out, origin.reshape(-1, 2).float()
+    origin = torch.round(centres.reshape(-1, 2)).long() - size // 2
+    height, width = images.shape[-2:]
+    u0 = origin[:, 0].clamp(-size, width) + size  # in the padded image
+    v0 = origin[:, 1].clamp(-size, height) + size
+    padded = torch.nn.functional.pad(images[:, 0], (size, size, size, size))
+    steps = torch.arange(size)
+    batch = torch.arange(b).repeat_interleave(n)
+    out = padded[batch[:, None, None], (v0[:, None] + steps)[:, :, None], (u0[:, None] + steps)[:, None, :]]
+    return out[:, None], origin.float()
 
 
 def _schedule(optimizer, step: int, total: int, lr: float) -> None:
@@ -51,27 +49,33 @@ def _schedule(optimizer, step: int, total: int, lr: float) -> None:
         group["lr"] = lr * factor
 
 
+def _update(optimizer, loss, name: str, step: int, steps: int, parts: dict, start: float, log) -> None:
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    if step % 100 == 0 or step == steps - 1:
+        log(f"{name} {step}/{steps} loss {float(loss.detach()):.3f} " + " ".join(f"{k} {v:.3f}" for k, v in parts.items())
+            + f" ({time.perf_counter() - start:.0f} s)")
+
+
 def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: float = 3e-3, seed: int = 0,
                  log=print) -> tuple[PatchFCNN, dict]:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = PatchFCNN(n_landmarks)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    log_q = log_scale(data["depth"], data["spacing"][:, 0], data["sid_sod"][:, 0]).astype(np.float32)
+    log_q = None  # depth labels exist for synthetic data only
+    if "depth" in data:
+        log_q = torch.from_numpy(log_scale(data["depth"], data["spacing"][:, 0], data["sid_sod"][:, 0]).astype(np.float32))
     start, n = time.perf_counter(), len(data["images"])
     net.train()
     for step in range(steps):
         idx = rng.integers(0, n, batch)
         _schedule(optimizer, step, steps, lr)
         out = net(normalize(data["images"][idx]))
-        loss, parts = landmark_loss(out, net.stride, torch.from_numpy(data["uv"][idx]), torch.from_numpy(log_q[idx]),
-                                    torch.from_numpy(data["in_image"][idx]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 100 == 0 or step == steps - 1:
-            log(f"global {step}/{steps} loss {float(loss):.3f} " + " ".join(f"{k} {v:.3f}" for k, v in parts.items())
-                + f" ({time.perf_counter() - start:.0f} s)")
+        loss, parts = landmark_loss(out, net.stride, torch.from_numpy(data["uv"][idx]),
+                                    None if log_q is None else log_q[idx], torch.from_numpy(data["in_image"][idx]))
+        _update(optimizer, loss, "global", step, steps, parts, start, log)
     net.eval()
     return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start)
 
@@ -100,11 +104,6 @@ def train_local(data: dict, n_landmarks: int, steps: int, batch: int = 8, lr: fl
         out = net(patches[keep])[torch.arange(len(keep)), landmark][:, None]  # (K, 1, 4, h, w)
         local_uv = (uv.reshape(-1, 2)[keep] - origin[keep])[:, None]
         loss, parts = landmark_loss(out, net.stride, local_uv, size=float(LOCAL_CROP))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 100 == 0 or step == steps - 1:
-            log(f"local {step}/{steps} loss {float(loss):.3f} " + " ".join(f"{k} {v:.3f}" for k, v in parts.items())
-                + f" ({time.perf_counter() - start:.0f} s)")
+        _update(optimizer, loss, "local", step, steps, parts, start, log)
     net.eval()
     return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start)

@@ -1,0 +1,85 @@
+"""Per-frame speed of the landmark pipeline: preprocess -> global -> local -> 3D -> skull.
+
+    python Testing/Benchmarks/landmark_speed.py [--model DIR] [--frames N] [--threads 2] [--json FILE]
+
+Frames are DRR images of the sample head CT (32 random views), processed one at a time as a
+fluoroscopy stream would be; prints ms per stage and frames per second.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "FluoroLandmarks"))
+from FluoroLandmarksLib import mrml  # noqa: E402
+from FluoroLandmarksLib.dataset import appearance, random_geometry  # noqa: E402
+from FluoroLandmarksLib.detection import read_skull_template  # noqa: E402
+from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu  # noqa: E402
+from FluoroLandmarksLib.headless import HeadlessApplication  # noqa: E402
+from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel, predict_network_frame, to_network_frame  # noqa: E402
+from FluoroLandmarksLib.shape import warp_template  # noqa: E402
+from FluoroLandmarksLib.synthesis import volume_center_ras  # noqa: E402
+
+SAMPLE_CT = ROOT / "FluoroLandmarks/Resources/SampleData/ProMED_CT_0051.nrrd"
+
+
+def frames(count: int, seed: int = 0):
+    app = HeadlessApplication()
+    hu, ijk_to_ras = mrml.volume_to_numpy(mrml.load_volume(app.app_logic, SAMPLE_CT))
+    app.close()
+    rng = np.random.default_rng(seed)
+    renderer = DRRRenderer(hu_to_mu(hu), ijk_to_ras)
+    geometries = [random_geometry(rng, volume_center_ras(hu.shape, ijk_to_ras)) for _ in range(count)]
+    return [(appearance(line, g, rng), g) for line, g in zip(renderer.render(geometries), geometries)]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL)
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = LandmarkModel.load(args.model)
+    template = mrml.polydata_points(read_skull_template(args.model))
+    template_landmarks = np.asarray(model.card["template_landmarks_ras"])
+    stream = frames(32)
+    stages = {"preprocess": 0.0, "global+local networks": 0.0, "3D": 0.0, "skull": 0.0}
+    for n in range(args.frames + 5):
+        image, g = stream[n % len(stream)]
+        t0 = time.perf_counter()
+        square, scale, offset = to_network_frame(image)
+        t1 = time.perf_counter()
+        p = predict_network_frame(model, square[None])
+        t2 = time.perf_counter()
+        uv = p["uv"][0] * scale - offset
+        depth = np.exp(p["log_q"][0]) * g.sid_mm / (g.pixel_spacing_mm[0] * scale)
+        xyz = g.backproject(uv, depth)
+        t3 = time.perf_counter()
+        warp_template(template, template_landmarks, xyz, p["confidence"][0])
+        t4 = time.perf_counter()
+        if n >= 5:  # warm-up frames excluded
+            for key, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                stages[key] += dt
+    total = sum(stages.values())
+    fps = args.frames / total
+    for key, seconds in stages.items():
+        print(f"{key:24s} {1000 * seconds / args.frames:7.2f} ms/frame ({100 * seconds / total:4.1f} %)")
+    print(f"{'whole pipeline':24s} {1000 * total / args.frames:7.2f} ms/frame = {fps:.1f} frames/s "
+          f"({args.threads} threads, skull template {len(template)} vertices); goal >= 30 frames/s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(dict(frames_per_second=fps, threads=args.threads, frames=args.frames,
+                                             ms_per_frame={k: 1000 * v / args.frames for k, v in stages.items()},
+                                             skull_vertices=int(len(template))), indent=2))
+
+
+if __name__ == "__main__":
+    main()
