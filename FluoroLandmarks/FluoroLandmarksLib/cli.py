@@ -178,12 +178,19 @@ def run_train(args) -> Path:
         vertices = mrml.polydata_points(read_skull_template(args.out))
         report = evaluate(model, test_meta, test_data, vertices, template_landmarks)
         print_report(report)
-        card["metrics"] = {k: report[k] for k in ("samples", "within_10mm_2d", "within_10mm_3d", "mre_2d_mm",
-                                                  "mre_3d_mm", "2d", "3d", "2d_in_image", "2d_out_of_image",
-                                                  "skull_surface", "eye_lens_in_field_accuracy") if k in report}
-        card["metrics"]["test_data"] = dict(test_meta, folder=str(args.test))
-        model.save(args.out, card)
+        _record_metrics(model, args.out, report, test_meta, args.test)
     return Path(args.out)
+
+
+def _record_metrics(model, folder, report: dict, meta: dict, data_folder) -> None:
+    """Write the headline figures of ``report`` into the model card (the weights are unchanged)."""
+    card = dict(model.card)
+    card["metrics"] = {k: report[k] for k in ("samples", "within_10mm_2d", "within_10mm_3d", "mre_2d_mm", "mre_3d_mm",
+                                              "2d", "3d", "2d_in_image", "2d_out_of_image", "3d_in_image",
+                                              "3d_out_of_image", "skull_surface", "eye_lens_in_field_accuracy")
+                       if k in report}
+    card["metrics"]["test_data"] = dict(meta, folder=str(data_folder))
+    model.save(folder, card)
 
 
 def run_evaluate(args) -> dict:
@@ -203,6 +210,8 @@ def run_evaluate(args) -> dict:
           f"3D within 10 mm {100 * report['within_10mm_3d']:.1f} % (Fum et al. 92.5 %), "
           f"2D MRE {report['mre_2d_mm']:.2f} mm, 3D MRE {report['mre_3d_mm']:.2f} mm")
     _write_json(args.json, report)
+    if args.update_card:
+        _record_metrics(model, args.model, report, meta, args.data)
     return report
 
 
@@ -293,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", default=str(SHIPPED_MODEL), help="model folder (default: the shipped model)")
     evaluate.add_argument("--data", required=True, help="dataset folder from make-dataset (other seed)")
     evaluate.add_argument("--json", help="also write the figures to this JSON file")
+    evaluate.add_argument("--update-card", action="store_true", help="record the figures in the model card")
     evaluate.set_defaults(func=run_evaluate)
 
     det = sub.add_parser("detect", help="landmarks, 3D landmarks, skull and eye-lens exposure of one 2D frame")

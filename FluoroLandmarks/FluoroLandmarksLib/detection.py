@@ -27,16 +27,23 @@ SKULL_TEMPLATE_FILE = "skull_template.vtp"
 
 
 def write_skull_template(app_logic, ct_node, folder: str | os.PathLike, bone_hu: float = 300.0,
-                         decimate: float = 0.9) -> Path:
-    """Bone iso-surface of the template CT into the model folder (plain VTK XML, points in RAS
-    mm, not Slicer's LPS file convention)."""
+                         triangles: int = 20000) -> Path:
+    """Bone iso-surface of the template CT, decimated to about ``triangles`` triangles, into the
+    model folder (plain VTK XML, points in RAS mm, not Slicer's LPS file convention)."""
     scene = app_logic.GetMRMLScene()
-    node = mrml.add_surface_model(scene, "skull template", ct_node, bone_hu, decimate)
+    node = mrml.add_surface_model(scene, "skull template", ct_node, bone_hu, 0.9)
+    smaller = vtk.vtkDecimatePro()  # quadric decimation stalls on this non-manifold bone surface
+    smaller.PreserveTopologyOff()
+    smaller.SetInputData(node.GetPolyData())
+    smaller.SetTargetReduction(max(0.0, 1.0 - triangles / max(node.GetPolyData().GetNumberOfCells(), 1)))
+    clean = vtk.vtkCleanPolyData()
+    clean.SetInputConnection(smaller.GetOutputPort())
+    clean.Update()
     path = Path(folder) / SKULL_TEMPLATE_FILE
     tmp = path.with_name(f".tmp-{path.name}")
     writer = vtk.vtkXMLPolyDataWriter()
     writer.SetFileName(str(tmp))
-    writer.SetInputData(node.GetPolyData())
+    writer.SetInputData(clean.GetOutput())
     writer.SetDataModeToBinary()
     ok = writer.Write()
     scene.RemoveNode(node)
