@@ -72,7 +72,7 @@ def test_loss_is_lower_for_the_right_answer():
 
 
 def bead_volume():
-    """Water head-sized ellipsoid (HU 0) in air with a 2 mm dense bead (HU 3000)."""
+    """Water head-sized ellipsoid (HU 0) in air with a 2.5 mm very dense bead."""
     shape = (40, 64, 64)
     ijk_to_ras = np.diag([2.0, 2.0, 3.0, 1.0])
     ijk_to_ras[:3, 3] = [-63.0, -63.0, -58.5]
@@ -80,7 +80,7 @@ def bead_volume():
     ras = np.stack([i, j, k], -1) @ ijk_to_ras[:3, :3].T + ijk_to_ras[:3, 3]
     hu = np.where((ras ** 2 / np.array([55.0, 60.0, 50.0]) ** 2).sum(-1) < 1, 0.0, -1000.0)
     bead = np.array([20.0, -25.0, 10.0])
-    hu[np.linalg.norm(ras - bead, axis=-1) <= 2.5] = 3000.0
+    hu[np.linalg.norm(ras - bead, axis=-1) <= 2.5] = 30000.0  # dominates the ellipsoid chords
     return hu.astype(np.float32), ijk_to_ras, bead
 
 

@@ -40,7 +40,8 @@ class ViewRanges:
     sid_mm: tuple[float, float] = (900.0, 1200.0)
     sod_fraction: tuple[float, float] = (0.6, 0.8)
     pixel_spacing_mm: tuple[float, float] = (1.1, 1.7)
-    table_offset_mm: float = 50.0
+    table_offset_mm: float = 60.0  # across the beam: landmarks leave the image
+    depth_offset_mm: float = 10.0  # along the beam: the head is centred on the isocenter, as in isocentric work
     collimation_probability: float = 0.6
     collimation_fraction: tuple[float, float] = (0.45, 1.0)
 
@@ -57,9 +58,11 @@ def random_geometry(rng: np.random.Generator, centre_ras: np.ndarray, r: ViewRan
             collimation = Collimation("rect", tuple(centre), tuple(frac * size))
         else:
             collimation = Collimation("circle", tuple(centre), radius_px=float(frac[0] * size / 2))
-    return CArmGeometry(tuple(np.asarray(centre_ras) + rng.uniform(-1, 1, 3) * r.table_offset_mm),
-                        float(rng.uniform(*r.primary_deg)), float(rng.uniform(*r.secondary_deg)), float(sid),
-                        float(sid * rng.uniform(*r.sod_fraction)), (size, size), (spacing, spacing), collimation)
+    g = CArmGeometry(tuple(centre_ras), float(rng.uniform(*r.primary_deg)), float(rng.uniform(*r.secondary_deg)),
+                     float(sid), float(sid * rng.uniform(*r.sod_fraction)), (size, size), (spacing, spacing), collimation)
+    offset = (rng.uniform(-1, 1) * r.table_offset_mm * g.u_axis + rng.uniform(-1, 1) * r.table_offset_mm * g.v_axis
+              + rng.uniform(-1, 1) * r.depth_offset_mm * g.beam_direction)
+    return replace(g, isocenter_ras=tuple(float(x) for x in np.asarray(centre_ras) + offset))
 
 
 def appearance(line_integral: np.ndarray, g: CArmGeometry, rng: np.random.Generator) -> np.ndarray:

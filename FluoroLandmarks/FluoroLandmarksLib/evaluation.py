@@ -11,14 +11,14 @@ from .dataset import geometry_from_arrays
 from .inference import LandmarkModel, predict_network_frame
 from .metrics import error_2d_mm, landmark_report, summary
 from .population import Deformation
-from .shape import warp_template
+from .shape import TemplateWarp
 
 
 def predict_dataset(model: LandmarkModel, data: dict, batch: int = 64) -> dict[str, np.ndarray]:
     """Predictions for every sample: ``uv`` (B, L, 2) px, ``xyz_ras`` (B, L, 3), ``confidence``."""
     parts = [predict_network_frame(model, data["images"][s:s + batch]) for s in range(0, len(data["images"]), batch)]
     p = {key: np.concatenate([q[key] for q in parts]) for key in parts[0]}
-    depth = np.exp(p["log_q"]) * data["sid_sod"][:, :1] / data["spacing"][:, :1]
+    depth = data["sid_sod"][:, 1:] + p["depth_offset"]
     xyz = np.stack([geometry_from_arrays(data, n).backproject(p["uv"][n], depth[n]) for n in range(len(depth))])
     return dict(uv=p["uv"], xyz_ras=xyz, confidence=p["confidence"], depth=depth)
 
@@ -27,12 +27,12 @@ def skull_errors(data: dict, xyz_pred: np.ndarray, confidence: np.ndarray, templ
                  template_landmarks: np.ndarray, samples: np.ndarray) -> np.ndarray:
     """Mean distance (mm) per sample between the warped template skull and the sample's true skull
     (the template moved by the sample's head-variant deformation), vertex to corresponding vertex."""
-    out = []
+    out, warp = [], TemplateWarp(template_vertices, template_landmarks)
     for n in samples:
         d = Deformation(data["def_matrix"][n], data["def_centre"][n], data["def_offset"][n], data["def_field"][n],
                         data["def_box"][n])
         truth = d.to_variant(template_vertices)
-        warped = warp_template(template_vertices, template_landmarks, xyz_pred[n], confidence[n])
+        warped = warp(xyz_pred[n], confidence[n])
         out.append(np.linalg.norm(warped - truth, axis=1).mean())
     return np.array(out)
 

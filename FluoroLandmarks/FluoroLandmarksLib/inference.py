@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .dataset import IMAGE_SIZE
 from .geometry import CArmGeometry
-from .network import PatchFCNN, aggregate
+from .network import DEPTH_UNIT_MM, PatchFCNN, aggregate
 from .training import LOCAL_ARCHITECTURE, crops, normalize
 
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model_card.json"
@@ -112,7 +112,8 @@ def to_network_frame(image: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
 
 @torch.no_grad()
 def predict_network_frame(model: LandmarkModel, images: np.ndarray) -> dict[str, np.ndarray]:
-    """(B, 256, 256) images -> ``uv`` (B, L, 2) network px, ``log_q`` (B, L), ``confidence``
+    """(B, 256, 256) images -> ``uv`` (B, L, 2) network px, ``depth_offset`` (B, L) mm from the
+    isocenter plane, ``confidence``
     (B, L); local refinement for landmarks estimated inside the image."""
     x = normalize(images)
     est = aggregate(model.global_net(x), model.global_net.stride)
@@ -128,7 +129,8 @@ def predict_network_frame(model: LandmarkModel, images: np.ndarray) -> dict[str,
             uv = uv.reshape(-1, 2).clone()
             uv[keep] = refined
             uv = uv.reshape(est["uv"].shape)
-    return dict(uv=uv.numpy(), log_q=est["log_q"].numpy(), confidence=est["presence"].numpy())
+    return dict(uv=uv.numpy(), depth_offset=est["depth_offset"].numpy() * DEPTH_UNIT_MM,
+                confidence=est["presence"].numpy())
 
 
 def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry) -> Detection:
@@ -141,7 +143,6 @@ def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry) -> D
     square, scale, offset = to_network_frame(image)
     p = predict_network_frame(model, square[None])
     uv = p["uv"][0] * scale - offset
-    spacing = geometry.pixel_spacing_mm[0] * scale  # mm per network pixel at the detector
-    depth = np.exp(p["log_q"][0]) * geometry.sid_mm / spacing
+    depth = geometry.sod_mm + p["depth_offset"][0]
     return Detection(list(model.labels), uv, p["confidence"][0], geometry.in_image(uv), depth,
                      geometry.backproject(uv, depth))

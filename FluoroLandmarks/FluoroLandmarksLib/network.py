@@ -4,9 +4,9 @@ landmarks (Fum et al. 2024).
 Each network divides its input into square patches (the network stride). For every patch and
 landmark it outputs a displacement from the patch centre to the landmark (px, may point outside
 the image), a presence logit (is the landmark inside this patch) and, for the global network, the
-landmark's log image scale ``log(q)``, ``q = depth * pixel_spacing / SID`` (mm per pixel at the
-landmark's depth, which the anatomy's apparent size reveals; with the frame's geometry it gives
-the depth along the principal ray).
+landmark's depth offset from the isocenter plane along the principal ray (units of
+``DEPTH_UNIT_MM``; depth = SOD + offset). The head's own position along the beam is not
+observable in one view: the model assumes it near the isocenter (training: within +-10 mm).
 
 Aggregation (:func:`aggregate`): estimate = sum_p w_p (centre_p + displacement_p) with
 w = softmax over patches of the presence logits, i.e. weights proportional to the presence
@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-OUTPUTS_PER_LANDMARK = 4  # dx, dy, presence logit, log q
+OUTPUTS_PER_LANDMARK = 4  # dx, dy, presence logit, depth offset
+DEPTH_UNIT_MM = 100.0
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -67,15 +68,15 @@ def patch_centres(h: int, w: int, stride: int, device=None) -> torch.Tensor:
 
 def aggregate(output: torch.Tensor, stride: int) -> dict[str, torch.Tensor]:
     """Presence-weighted estimates from a (B, L, 4, h, w) output: ``uv`` (B, L, 2) px,
-    ``log_q`` (B, L), ``presence`` (B, L) = max patch presence probability, ``weights``
+    ``depth_offset`` (B, L) in DEPTH_UNIT_MM, ``presence`` (B, L) = max patch presence probability, ``weights``
     (B, L, h*w)."""
     b, n, _, h, w = output.shape
     flat = output.reshape(b, n, OUTPUTS_PER_LANDMARK, h * w)
     weights = torch.softmax(flat[:, :, 2], dim=-1)
     votes = patch_centres(h, w, stride, output.device)[None, None] + flat[:, :, :2].transpose(2, 3)
     uv = (weights[..., None] * votes).sum(2)
-    log_q = (weights * flat[:, :, 3]).sum(2)
-    return dict(uv=uv, log_q=log_q, presence=torch.sigmoid(flat[:, :, 2].max(-1).values), weights=weights,
+    depth_offset = (weights * flat[:, :, 3]).sum(2)
+    return dict(uv=uv, depth_offset=depth_offset, presence=torch.sigmoid(flat[:, :, 2].max(-1).values), weights=weights,
                 votes=votes)
 
 
@@ -92,10 +93,10 @@ def patch_targets(uv: torch.Tensor, h: int, w: int, stride: int) -> tuple[torch.
     return displacement, presence
 
 
-def landmark_loss(output: torch.Tensor, stride: int, uv: torch.Tensor, log_q: torch.Tensor | None = None,
+def landmark_loss(output: torch.Tensor, stride: int, uv: torch.Tensor, depth_offset: torch.Tensor | None = None,
                   visible: torch.Tensor | None = None, size: float = 256.0) -> tuple[torch.Tensor, dict]:
     """Patch displacement (smooth L1, px / 16) + presence (BCE) + aggregated estimate (L1, px / 16)
-    [+ log q (L1)]. ``visible`` (B, L) masks the presence of landmarks hidden under collimation."""
+    [+ depth offset (L1, x10)]. ``visible`` (B, L) masks the presence of landmarks hidden under collimation."""
     b, n, _, h, w = output.shape
     flat = output.reshape(b, n, OUTPUTS_PER_LANDMARK, h * w)
     displacement, presence = patch_targets(uv, h, w, stride)
@@ -110,6 +111,6 @@ def landmark_loss(output: torch.Tensor, stride: int, uv: torch.Tensor, log_q: to
     est = aggregate(output, stride)
     loss_a = F.smooth_l1_loss(est["uv"] / 16, uv / 16)
     parts = dict(displacement=loss_d, presence=loss_p, aggregate=loss_a)
-    if log_q is not None:
-        parts["log_q"] = F.l1_loss(est["log_q"], log_q) * 10
+    if depth_offset is not None:
+        parts["depth"] = F.l1_loss(est["depth_offset"], depth_offset) * 10
     return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}

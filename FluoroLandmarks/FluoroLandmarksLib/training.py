@@ -8,11 +8,11 @@ import time
 import numpy as np
 import torch
 
-from .network import PatchFCNN, landmark_loss
+from .network import DEPTH_UNIT_MM, PatchFCNN, landmark_loss
 
 LOCAL_CROP = 64  # px, crop side of the local networks
-LOCAL_JITTER = 24  # px, training offset of crop centres (covers the global network's errors)
-LOCAL_ARCHITECTURE = dict(widths=(16, 32, 48), strides=(1, 2, 2), displacement_scale=16.0)
+LOCAL_JITTER = 16  # px, training offset of crop centres (covers most of the global network's errors)
+LOCAL_ARCHITECTURE = dict(widths=(16, 32, 48, 64), strides=(1, 2, 2, 2), displacement_scale=16.0)
 
 
 def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -22,9 +22,9 @@ def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x / (x.std(dim=(1, 2), keepdim=True) + 1e-6))[:, None]
 
 
-def log_scale(depth_mm: np.ndarray, spacing_mm: np.ndarray, sid_mm: np.ndarray) -> np.ndarray:
-    """log q, q = depth * pixel spacing / SID (mm per px at the landmark's depth)."""
-    return np.log(depth_mm * spacing_mm[:, None] / sid_mm[:, None])
+def depth_offset(depth_mm: np.ndarray, sod_mm: np.ndarray) -> np.ndarray:
+    """(B, L) depth offsets from the isocenter plane, in DEPTH_UNIT_MM."""
+    return (depth_mm - sod_mm[:, None]) / DEPTH_UNIT_MM
 
 
 def crops(images: torch.Tensor, centres: torch.Tensor, size: int = LOCAL_CROP) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,9 +64,9 @@ def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: 
     rng = np.random.default_rng(seed)
     net = PatchFCNN(n_landmarks)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    log_q = None  # depth labels exist for synthetic data only
+    depth = None  # depth labels exist for synthetic data only
     if "depth" in data:
-        log_q = torch.from_numpy(log_scale(data["depth"], data["spacing"][:, 0], data["sid_sod"][:, 0]).astype(np.float32))
+        depth = torch.from_numpy(depth_offset(data["depth"], data["sid_sod"][:, 1]).astype(np.float32))
     start, n = time.perf_counter(), len(data["images"])
     net.train()
     for step in range(steps):
@@ -74,7 +74,7 @@ def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: 
         _schedule(optimizer, step, steps, lr)
         out = net(normalize(data["images"][idx]))
         loss, parts = landmark_loss(out, net.stride, torch.from_numpy(data["uv"][idx]),
-                                    None if log_q is None else log_q[idx], torch.from_numpy(data["in_image"][idx]))
+                                    None if depth is None else depth[idx], torch.from_numpy(data["in_image"][idx]))
         _update(optimizer, loss, "global", step, steps, parts, start, log)
     net.eval()
     return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start)

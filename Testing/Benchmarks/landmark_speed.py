@@ -23,7 +23,7 @@ from FluoroLandmarksLib.detection import read_skull_template  # noqa: E402
 from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu  # noqa: E402
 from FluoroLandmarksLib.headless import HeadlessApplication  # noqa: E402
 from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel, predict_network_frame, to_network_frame  # noqa: E402
-from FluoroLandmarksLib.shape import warp_template  # noqa: E402
+from FluoroLandmarksLib.shape import TemplateWarp  # noqa: E402
 from FluoroLandmarksLib.synthesis import volume_center_ras  # noqa: E402
 
 SAMPLE_CT = ROOT / "FluoroLandmarks/Resources/SampleData/ProMED_CT_0051.nrrd"
@@ -49,7 +49,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     model = LandmarkModel.load(args.model)
     template = mrml.polydata_points(read_skull_template(args.model))
-    template_landmarks = np.asarray(model.card["template_landmarks_ras"])
+    warp = TemplateWarp(template, np.asarray(model.card["template_landmarks_ras"]))  # once per model
     stream = frames(32)
     stages = {"preprocess": 0.0, "global+local networks": 0.0, "3D": 0.0, "skull": 0.0}
     for n in range(args.frames + 5):
@@ -60,10 +60,10 @@ def main(argv=None):
         p = predict_network_frame(model, square[None])
         t2 = time.perf_counter()
         uv = p["uv"][0] * scale - offset
-        depth = np.exp(p["log_q"][0]) * g.sid_mm / (g.pixel_spacing_mm[0] * scale)
+        depth = g.sod_mm + p["depth_offset"][0]
         xyz = g.backproject(uv, depth)
         t3 = time.perf_counter()
-        warp_template(template, template_landmarks, xyz, p["confidence"][0])
+        warp(xyz, p["confidence"][0])
         t4 = time.perf_counter()
         if n >= 5:  # warm-up frames excluded
             for key, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
