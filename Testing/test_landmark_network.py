@@ -41,7 +41,9 @@ def test_aggregation_is_presence_weighted_average():
     logits[6] = np.log(3.0)  # three times the odds: three times the weight
     est = aggregate(constructed_output(votes, logits), 16)
     assert torch.allclose(est["uv"][0, 0], torch.tensor([35.0, 45.0]), atol=1e-4)
-    assert abs(float(est["presence"][0, 0]) - 0.75) < 1e-5
+    assert float(est["presence"][0, 0]) == 1.0  # 0.5 + 0.75, capped
+    logits[5] = -50.0
+    assert abs(float(aggregate(constructed_output(votes, logits), 16)["presence"][0, 0]) - 0.75) < 1e-5
 
 
 def test_out_of_image_landmark_without_present_patch_is_still_estimated():
@@ -142,3 +144,18 @@ def test_crops_are_image_windows_zero_outside():
     assert origin.tolist() == [[3.0, 3.0], [9.0, 7.0]]
     assert torch.equal(out[0, 0], x[0, 0, 3:7, 3:7])
     assert torch.equal(out[1, 0, :3, :3], x[1, 0, 7:10, 9:12]) and out[1, 0, 3:].abs().sum() == 0
+
+
+def test_geometry_from_dicom_tags_overrides_the_options():
+    from FluoroLandmarksLib.frames import geometry_from_tags
+
+    defaults = dict(sid_mm=1000.0, sod_mm=750.0, pixel_spacing_mm=1.2, primary_deg=0.0, secondary_deg=0.0,
+                    isocenter_ras=(0.0, 0.0, 0.0))
+    tags = {"0018|1110": "1195.5", "0018|1111": "810", "0018|1510": "-30.5", "0018|1511": "12",
+            "0018|1164": "0.308\\0.308"}
+    g, source = geometry_from_tags(tags, (480, 640), defaults)
+    assert (g.sid_mm, g.sod_mm, g.primary_deg, g.secondary_deg) == (1195.5, 810.0, -30.5, 12.0)
+    assert g.pixel_spacing_mm == (0.308, 0.308) and g.detector_size_px == (640, 480)
+    assert set(source.values()) == {"dicom", "option"} and source["isocenter_ras"] == "option"
+    g, source = geometry_from_tags({}, (480, 640), defaults)
+    assert g.sid_mm == 1000.0 and set(source.values()) == {"option"}

@@ -222,7 +222,7 @@ def run_detect(args) -> list[Path]:
     from .headless import HeadlessApplication
     from .inference import LandmarkModel
 
-    image, tags = read_frame(args.image)
+    image, tags = read_frame(args.image, args.frame)
     if args.geometry:
         geometry = CArmGeometry.from_dict(json.loads(Path(args.geometry).read_text()))
         source = {"all": "geometry file"}
@@ -308,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     det = sub.add_parser("detect", help="landmarks, 3D landmarks, skull and eye-lens exposure of one 2D frame")
     det.add_argument("image", help="2D image: NRRD, NIfTI, PNG, TIFF or DICOM (XA/RF tags give the geometry)")
     det.add_argument("--out", required=True)
+    det.add_argument("--frame", type=int, default=0, help="frame of a multi-frame file (fluoroscopy run)")
     det.add_argument("--model", default=str(SHIPPED_MODEL))
     det.add_argument("--geometry", help="geometry.json (as written by the drr command); overrides the options")
     det.add_argument("--sid", type=float, default=1000.0, help="source-detector distance, mm")

@@ -15,9 +15,9 @@ _TAGS = {"sid": "0018|1110", "sod": "0018|1111", "primary": "0018|1510", "second
          "imager_spacing": "0018|1164", "pixel_spacing": "0028|0030"}
 
 
-def read_frame(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]]:
-    """(rows, columns) float32 image (the first frame of a multi-frame file) and its DICOM tags
-    (empty for other formats)."""
+def read_frame(path: str | os.PathLike, index: int = 0) -> tuple[np.ndarray, dict[str, str]]:
+    """(rows, columns) float32 image (frame ``index`` of a multi-frame file such as a fluoroscopy
+    run) and its DICOM tags (empty for other formats)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image {path} not found")
@@ -35,7 +35,9 @@ def read_frame(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]]:
     while array.ndim > 2 and array.shape[0] == 1:
         array = array[0]
     if array.ndim == 3:
-        array = array[0]  # first frame of a sequence
+        if not 0 <= index < array.shape[0]:
+            raise ValueError(f"{path} has {array.shape[0]} frames; frame {index} does not exist")
+        array = array[index]
     if array.ndim != 2:
         raise ValueError(f"{path} is not a 2D image (shape {array.shape})")
     return array, tags

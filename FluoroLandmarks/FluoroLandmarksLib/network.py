@@ -68,7 +68,9 @@ def patch_centres(h: int, w: int, stride: int, device=None) -> torch.Tensor:
 
 def aggregate(output: torch.Tensor, stride: int) -> dict[str, torch.Tensor]:
     """Presence-weighted estimates from a (B, L, 4, h, w) output: ``uv`` (B, L, 2) px,
-    ``depth_offset`` (B, L) in DEPTH_UNIT_MM, ``presence`` (B, L) = max patch presence probability, ``weights``
+    ``depth_offset`` (B, L) in DEPTH_UNIT_MM, ``presence`` (B, L) = probability that the landmark
+    is in the image (sum of the 4 largest patch presences, capped at 1: a landmark near a patch
+    corner splits its presence between up to 4 patches), ``weights``
     (B, L, h*w)."""
     b, n, _, h, w = output.shape
     flat = output.reshape(b, n, OUTPUTS_PER_LANDMARK, h * w)
@@ -76,7 +78,8 @@ def aggregate(output: torch.Tensor, stride: int) -> dict[str, torch.Tensor]:
     votes = patch_centres(h, w, stride, output.device)[None, None] + flat[:, :, :2].transpose(2, 3)
     uv = (weights[..., None] * votes).sum(2)
     depth_offset = (weights * flat[:, :, 3]).sum(2)
-    return dict(uv=uv, depth_offset=depth_offset, presence=torch.sigmoid(flat[:, :, 2].max(-1).values), weights=weights,
+    presence = torch.sigmoid(flat[:, :, 2]).topk(min(4, h * w), -1).values.sum(-1).clamp(max=1.0)
+    return dict(uv=uv, depth_offset=depth_offset, presence=presence, weights=weights,
                 votes=votes)
 
 
