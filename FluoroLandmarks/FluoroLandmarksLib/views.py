@@ -41,12 +41,18 @@ class _OffscreenView:
         self.interactor.SetRenderWindow(self.window)
         self.group = slicer.vtkMRMLDisplayableManagerGroup()
 
-    def _initialize(self, factory, app_logic, managers: list[str]) -> None:
+    def _initialize(self, factory, app_logic, managers: list[str], logic, logics) -> None:
+        """Displayable managers from ``factory``; ``logic`` (view or slice logic) joins the
+        application's collection ``logics`` and the scene."""
         factory.SetMRMLApplicationLogic(app_logic)
         for name in managers:
             if not factory.IsDisplayableManagerRegistered(name):
                 factory.RegisterDisplayableManager(name)
         self.group.Initialize(factory, self.renderer)
+        self.logic = logic
+        logic.SetMRMLApplicationLogic(app_logic)
+        logics.AddItem(logic)
+        logic.SetMRMLScene(app_logic.GetMRMLScene())
 
     def save_png(self, path: str | Path) -> Path:
         """Render and write the view to ``path`` (PNG)."""
@@ -68,11 +74,7 @@ class ThreeDView(_OffscreenView):
     def __init__(self, app_logic, name: str = "1", size: tuple[int, int] = (900, 700)):
         super().__init__(size)
         self._initialize(slicer.vtkMRMLThreeDViewDisplayableManagerFactory.GetInstance(), app_logic,
-                         _THREE_D_MANAGERS)
-        self.logic = slicer.vtkMRMLViewLogic()
-        self.logic.SetMRMLApplicationLogic(app_logic)
-        app_logic.GetViewLogics().AddItem(self.logic)
-        self.logic.SetMRMLScene(app_logic.GetMRMLScene())
+                         _THREE_D_MANAGERS, slicer.vtkMRMLViewLogic(), app_logic.GetViewLogics())
         self.view_node = self.logic.AddViewNode(name)
         self.view_node.SetBoxVisible(False)
         self.view_node.SetAxisLabelsVisible(False)
@@ -105,11 +107,7 @@ class SliceView(_OffscreenView):
         self.image.GetProperty().SetDisplayLocationToBackground()
         self.renderer.AddViewProp(self.image)
         self._initialize(slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance(), app_logic,
-                         _SLICE_MANAGERS)
-        self.logic = slicer.vtkMRMLSliceLogic()
-        self.logic.SetMRMLApplicationLogic(app_logic)
-        app_logic.GetSliceLogics().AddItem(self.logic)
-        self.logic.SetMRMLScene(app_logic.GetMRMLScene())
+                         _SLICE_MANAGERS, slicer.vtkMRMLSliceLogic(), app_logic.GetSliceLogics())
         self.slice_node = self.logic.AddSliceNode(name)
         self.group.SetMRMLDisplayableNode(self.slice_node)
         self.logic.ResizeSliceNode(*size)
