@@ -54,15 +54,18 @@ def render_previews(app: HeadlessApplication, out: Path, bone_hu: float = BONE_H
     for node in markups:  # in 3D, only single points (the sources) keep their labels
         if node.GetNumberOfControlPoints() > 1:
             node.GetDisplayNode().SetPointLabelsVisibility(False)
-    clouds = [mrml.markups_to_numpy(m)[1] for m in markups if m.GetNumberOfControlPoints() > 1]
-    centre = clouds[0].mean(0) if clouds else np.zeros(3)
+    clouds = sorted((m for m in markups if m.GetNumberOfControlPoints() > 1), key=lambda m: "3D" not in m.GetName())
+    centre = mrml.markups_to_numpy(clouds[0])[1].mean(0) if clouds else np.zeros(3)  # 3D landmarks first
     if cts:
         mrml.add_surface_model(scene, "bone", cts[0], bone_hu).GetDisplayNode().SetColor(0.95, 0.92, 0.84)
         bounds = [0.0] * 6
         cts[0].GetRASBounds(bounds)
         centre = np.array(bounds).reshape(3, 2).mean(1)
     three_d = ThreeDView(app.app_logic)
-    three_d.look_at(centre, centre + [900.0, 1300.0, 700.0], view_angle_deg=35.0)  # anterior-right-superior
+    # From anterior-right-superior: far enough for the sources of a DRR scene; close to the head
+    # (estimated skull, landmarks) in a detection scene.
+    direction = np.array([900.0, 1300.0, 700.0]) / np.linalg.norm([900.0, 1300.0, 700.0])
+    three_d.look_at(centre, centre + direction * (1730.0 if cts else 700.0), view_angle_deg=35.0)
     written.append(three_d.save_png(out / "scene_3d.png"))
     return written
 
