@@ -1,6 +1,6 @@
 """Per-frame speed of the landmark pipeline: preprocess -> global -> local -> 3D -> skull.
 
-    python Testing/Benchmarks/landmark_speed.py [--model DIR] [--frames N] [--threads 2] [--json FILE]
+    python Testing/Benchmarks/landmark_speed.py [--model DIR] [--frames N] [--threads 1] [--json FILE]
 
 Frames are DRR images of the sample head CT (32 random views), processed one at a time as a
 fluoroscopy stream would be; prints ms per stage and frames per second.
@@ -43,7 +43,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL)
     parser.add_argument("--frames", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster than 2 for one frame)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
