@@ -201,6 +201,8 @@ def run_evaluate(args) -> dict:
     from .inference import LandmarkModel
 
     model = LandmarkModel.load(args.model)
+    if args.global_only:
+        model.local_net = None
     meta, data = load_dataset(args.data)
     vertices = mrml.polydata_points(read_skull_template(args.model))
     report = evaluate(model, meta, data, vertices, np.asarray(model.card["template_landmarks_ras"]))
@@ -303,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="dataset folder from make-dataset (other seed)")
     evaluate.add_argument("--json", help="also write the figures to this JSON file")
     evaluate.add_argument("--update-card", action="store_true", help="record the figures in the model card")
+    evaluate.add_argument("--global-only", action="store_true", help="skip the local refinement (with --update-card: the model folder keeps only the global network)")
     evaluate.set_defaults(func=run_evaluate)
 
     det = sub.add_parser("detect", help="landmarks, 3D landmarks, skull and eye-lens exposure of one 2D frame")

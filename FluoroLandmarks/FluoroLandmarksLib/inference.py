@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .dataset import IMAGE_SIZE
 from .geometry import CArmGeometry
 from .network import DEPTH_UNIT_MM, PatchFCNN, aggregate
-from .training import LOCAL_ARCHITECTURE, crops, normalize
+from .training import crops, normalize
 
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model_card.json"
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "landmarks"
