@@ -1,11 +1,13 @@
-"""FemurSegment: proximal-femur segmentation (V-Net) on CT/QCT with volume measurement.
+"""FemurSegment: proximal-femur V-Net segmentation on CT/QCT with volume and bone-density measurement.
 
-Thin Slicer module. The model is not shipped yet: Apply stays disabled and says why.
+Thin Slicer module (Module, Widget, Logic, Test). The work is in the Qt-free FemurSegmentLib.
 """
 
+from pathlib import Path
 from typing import Annotated
 
 import slicer
+import vtk
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
@@ -13,7 +15,11 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from FemurSegmentLib import MODEL_AVAILABLE, NO_MODEL_MESSAGE
+from FemurSegmentLib import pipeline, scenarios
+from FemurSegmentLib.inference import Cancelled
+from FemurSegmentLib.model import SHIPPED_MODEL, FemurModel, model_available
+
+SAMPLE_CT = Path(__file__).parent / "Resources" / "SampleData" / "PelvicRef005_hips.nrrd"
 
 
 class FemurSegment(ScriptedLoadableModule):
@@ -23,8 +29,12 @@ class FemurSegment(ScriptedLoadableModule):
         self.parent.categories = [_("Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["FluoroLandmarks developers"]
-        self.parent.helpText = _("Segmentation of the left and right proximal femur on CT/QCT with volume measurement.")
-        self.parent.acknowledgementText = _("Method: Zhao et al., V-Net with Dice + L2 loss.")
+        self.parent.helpText = _(
+            "Segmentation of the left and right proximal femur on CT/QCT (V-Net) with volume, HU and, with a "
+            "phantom calibration, vBMD (mg/cm3 K2HPO4) and BMC per side.")
+        self.parent.acknowledgementText = _(
+            "Method: Zhao et al., V-Net with Dice + L2 loss. Training CTs: TCIA Pelvic-Reference-Data (CC BY); "
+            "femur labels: yuta-hi/pelvic-annonation (MIT).")
 
 
 @parameterNodeWrapper
@@ -32,6 +42,7 @@ class FemurSegmentParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     side: Annotated[str, Choice(["both", "left", "right"])] = "both"
     proximalOnly: bool = True
+    calibrationFile: str = ""
 
 
 class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -41,6 +52,7 @@ class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._cancelRequested = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -49,30 +61,98 @@ class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = FemurSegmentLogic()
-        self.ui.applyButton.enabled = MODEL_AVAILABLE
-        self.ui.applyButton.toolTip = NO_MODEL_MESSAGE
-        self.ui.statusLabel.text = NO_MODEL_MESSAGE
+        self.ui.applyButton.connect("clicked(bool)", self.onApply)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.setParameterNode(self.logic.getParameterNode())
+        if not model_available():
+            self.ui.statusLabel.text = _("No femur model found in {path}").format(path=SHIPPED_MODEL)
 
     def cleanup(self) -> None:
         self.removeObservers()
         self.setParameterNode(None)
 
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.setParameterNode(self.logic.getParameterNode())
+
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateApply)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateApply)
+            self._updateApply()
+
+    def _updateApply(self, caller=None, event=None) -> None:
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume) and model_available()
+        self.ui.applyButton.enabled = ready
+
+    def _progress(self, fraction: float, stage: str) -> bool:
+        self.ui.progressBar.value = int(100 * fraction)
+        self.ui.statusLabel.text = _("Running: {stage}").format(stage=stage)
+        slicer.app.processEvents()
+        return not self._cancelRequested
+
+    def onCancel(self) -> None:
+        self._cancelRequested = True
+
+    def onApply(self) -> None:
+        p = self._parameterNode
+        self._cancelRequested = False
+        self.ui.applyButton.enabled, self.ui.cancelButton.enabled = False, True
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Femur segmentation failed."), waitCursor=True):
+                result = self.logic.process(p.inputVolume, p.side, p.proximalOnly, p.calibrationFile or None,
+                                            self._progress)
+                self.logic.show(result)
+                m = result.measurements
+                self.ui.statusLabel.text = " | ".join(
+                    [f"{r['segment']}: {r['volume_cm3']:.1f} cm³" for r in m["sides"].values()] + m["warnings"]
+                    + [f"{m['runtime_s']:.1f} s"])
+                self.ui.progressBar.value = 100
+        except Cancelled:
+            self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
+        finally:
+            self.ui.cancelButton.enabled = False
+            self._updateApply()
 
 
 class FemurSegmentLogic(ScriptedLoadableModuleLogic):
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._model = None
+
     def getParameterNode(self):
         return FemurSegmentParameterNode(super().getParameterNode())
+
+    def model(self) -> FemurModel:
+        if self._model is None:
+            self._model = FemurModel.load()
+        return self._model
+
+    def process(self, volume, side="both", proximal=True, calibration=None, progress=None) -> pipeline.Result:
+        """New segmentation + table nodes for ``volume``; the input node is not modified."""
+        return pipeline.run(slicer.mrmlScene, volume, self.model(), side, proximal, calibration, progress)
+
+    def show(self, result: pipeline.Result) -> None:
+        result.segmentation.CreateClosedSurfaceRepresentation()
+        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        selection.SetActiveTableID(result.table.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
 
 
 class FemurSegmentTest(ScriptedLoadableModuleTest):
     def runTest(self):
         slicer.mrmlScene.Clear()
-        self.assertFalse(MODEL_AVAILABLE)
-        self.delayDisplay("FemurSegment has no model yet; nothing else to test")
+        self.test_segment_sample()
+
+    def test_segment_sample(self):
+        self.delayDisplay("Segmenting the sample pelvis CT")
+        volume = slicer.util.loadVolume(str(SAMPLE_CT))
+        checked = scenarios.segment_and_check(slicer.mrmlScene, volume, FemurSegmentLogic().model())
+        self.assertEqual(sorted(checked["result"].measurements["sides"]), ["left", "right"])
+        self.delayDisplay("Test passed")

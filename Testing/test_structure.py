@@ -11,10 +11,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["FluoroLandmarks", "FemurSegment"]
-ALGORITHM_IMPORTS = {"numpy", "torch", "SimpleITK"}
-BRIDGE_IMPORTS = ALGORITHM_IMPORTS | {"slicer", "vtk", "vtkmodules"}
+ALGORITHM_IMPORTS = {"numpy", "torch", "SimpleITK", "monai"}
+# FemurSegment's bridge reuses FluoroLandmarks' headless application and MRML file I/O.
+BRIDGE_IMPORTS = ALGORITHM_IMPORTS | {"slicer", "vtk", "vtkmodules", "FluoroLandmarksLib"}
 BRIDGE_FILES = {"mrml.py", "headless.py", "synthesis.py", "scenarios.py", "cli.py", "preview.py", "views.py",
-                "detection.py"}
+                "detection.py", "pipeline.py"}
 FORBIDDEN = {"qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.util", "slicer.parameterNodeWrapper"}
 
 

@@ -1,0 +1,74 @@
+"""Femur anatomy on label arrays: left/right split, the proximal-femur definition, terminology.
+
+Arrays are [k, j, i] on a grid with known LPS geometry (SimpleITK image). "Left" is the patient's
+left: larger LPS x (smaller RAS x).
+
+Proximal femur (this project's definition, used in training, inference and evaluation alike): the
+femur from the apex of the femoral head down to the axial plane ``PROXIMAL_LENGTH_MM`` below
+the apex (patient superior-inferior axis). 100 mm covers the head, neck, both trochanters and
+the shaft just below the lesser trochanter in adults, the region a QCT hip analysis measures;
+it is a fixed-length stand-in for "a plane below the lesser trochanter", which would need a
+landmark detector.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+PROXIMAL_LENGTH_MM = 100.0
+MIN_FEMUR_CM3 = 15.0  # a side with less predicted femur than this is "no femur found"
+SIDES = ("left", "right")
+SEGMENT_NAMES = {"left": "Left femur", "right": "Right femur"}
+LABEL_VALUES = {"left": 1, "right": 2}
+# DICOM/SNOMED CT codes, in Slicer's terminology-entry string format.
+_FEMUR_TYPE = "SCT^71341001^Femur"
+_MODIFIER = {"left": "SCT^7771000^Left", "right": "SCT^24028007^Right"}
+TERMINOLOGY = {side: ("Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure~"
+                      f"{_FEMUR_TYPE}~{_MODIFIER[side]}~Anatomic codes - DICOM master list~^^~^^")
+               for side in SIDES}
+COLORS = {"left": (0.95, 0.85, 0.55), "right": (0.55, 0.75, 0.95)}
+
+
+def voxel_lps(grid: sitk.Image, kji: np.ndarray) -> np.ndarray:
+    """LPS mm of voxel indices (N, 3) given as [k, j, i]."""
+    ijk = np.asarray(kji, float)[:, ::-1]
+    direction = np.array(grid.GetDirection()).reshape(3, 3)
+    return ijk * np.array(grid.GetSpacing()) @ direction.T + np.array(grid.GetOrigin())
+
+
+def components(mask: np.ndarray, grid: sitk.Image) -> list[np.ndarray]:
+    """Connected components (26-connected) of a boolean [k, j, i] mask, largest first."""
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.CopyInformation(grid)
+    labels = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(image, True)))
+    return [labels == n for n in range(1, int(labels.max()) + 1)]
+
+
+def split_sides(mask: np.ndarray, grid: sitk.Image, midline_x: float) -> dict[str, np.ndarray]:
+    """Left and right femur from a both-sides femur mask: the largest component on each side of
+    the sagittal plane LPS x = ``midline_x`` mm (patient's left: x > midline)."""
+    sides = {side: np.zeros_like(mask, bool) for side in SIDES}
+    for part in components(mask, grid)[:8]:
+        x = voxel_lps(grid, np.argwhere(part)).mean(0)[0]
+        side = "left" if x > midline_x else "right"
+        if not sides[side].any():
+            sides[side] = part
+    return sides
+
+
+def midline(hu: np.ndarray, grid: sitk.Image) -> float:
+    """LPS x (mm) of the body's centre: the mean x of voxels above -300 HU."""
+    kji = np.argwhere(hu[:: 4, :: 4, :: 4] > -300) * 4
+    return float(voxel_lps(grid, kji).mean(0)[0]) if len(kji) else 0.0
+
+
+def proximal(mask: np.ndarray, grid: sitk.Image, length_mm: float = PROXIMAL_LENGTH_MM) -> np.ndarray:
+    """The part of one side's femur mask within ``length_mm`` below its most superior voxel."""
+    if not mask.any():
+        return mask
+    z = voxel_lps(grid, np.argwhere(mask))[:, 2]
+    keep = z >= z.max() - length_mm
+    out = np.zeros_like(mask, bool)
+    out[tuple(np.argwhere(mask)[keep].T)] = True
+    return out

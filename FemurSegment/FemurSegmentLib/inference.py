@@ -1,0 +1,96 @@
+"""CT -> left/right femur label array on the CT's own grid.
+
+Pipeline (each stage timed): check the input -> resample to the working grid and crop to the
+body -> sliding-window V-Net (MONAI) -> femur probability back on the CT grid -> split by patient
+side, keep each side's largest component -> optional proximal cut (:mod:`.anatomy`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.inferers import sliding_window_inference
+
+from . import anatomy
+from .model import FemurModel
+from .volumes import InputError, body_box, check_ct, normalize, resample, working_grid
+
+WINDOW = (32, 96, 96)  # [k, j, i] working-grid voxels per sliding window
+Progress = Callable[[float, str], bool]  # (fraction done, stage) -> False to cancel
+
+
+class Cancelled(RuntimeError):
+    pass
+
+
+@dataclass
+class Segmentation:
+    """``labels`` [k, j, i] on the input CT's grid: 0 background, 1 left femur, 2 right femur."""
+    labels: np.ndarray
+    sides: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress: Progress | None = None) -> sitk.Image:
+    """Femur probability (float32, 0..1) on ``ct``'s grid."""
+    t = time.perf_counter()
+    grid = working_grid(ct)
+    hu = sitk.GetArrayFromImage(resample(ct, grid))
+    box = body_box(hu)
+    x = torch.from_numpy(normalize(hu[box]))[None, None]
+    timings["resample_s"] = time.perf_counter() - t
+    if progress and progress(0.2, "network") is False:
+        raise Cancelled("cancelled")
+    t = time.perf_counter()
+    with torch.inference_mode():
+        logits = sliding_window_inference(x, WINDOW, sw_batch_size=1, predictor=model.net, overlap=0.25,
+                                          mode="gaussian")
+        femur = torch.softmax(logits, 1)[0, 1].numpy()
+    timings["network_s"] = time.perf_counter() - t
+    if progress and progress(0.8, "post-processing") is False:
+        raise Cancelled("cancelled")
+    t = time.perf_counter()
+    full = np.zeros(hu.shape, np.float32)
+    full[box] = femur
+    probability = sitk.GetImageFromArray(full)
+    probability.CopyInformation(grid)
+    out = resample(probability, ct, default=0.0)
+    timings["resample_back_s"] = time.perf_counter() - t
+    return out
+
+
+def segment(model: FemurModel, ct: sitk.Image, side: str = "both", proximal: bool = True,
+            progress: Progress | None = None) -> Segmentation:
+    """Segment the femur(s) of ``ct`` (HU). Raises :class:`InputError` for unusable input or
+    when no requested femur is found, :class:`Cancelled` if ``progress`` returns False."""
+    if side not in ("both", *anatomy.SIDES):
+        raise ValueError(f"side must be both, left or right, not {side!r}")
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    check_ct(ct)
+    timings["check_s"] = time.perf_counter() - t
+    mask = sitk.GetArrayFromImage(femur_probability(model, ct, timings, progress)) > 0.5
+    t = time.perf_counter()
+    hu = sitk.GetArrayViewFromImage(ct)
+    parts = anatomy.split_sides(mask, ct, anatomy.midline(hu, ct))
+    voxel_cm3 = float(np.prod(ct.GetSpacing())) / 1000.0
+    wanted = anatomy.SIDES if side == "both" else (side,)
+    labels = np.zeros(mask.shape, np.uint8)
+    found, warnings = [], []
+    for name in wanted:
+        part = anatomy.proximal(parts[name], ct) if proximal else parts[name]
+        if part.sum() * voxel_cm3 < anatomy.MIN_FEMUR_CM3:
+            warnings.append(f"no {name} femur found")
+            continue
+        labels[part] = anatomy.LABEL_VALUES[name]
+        found.append(name)
+    timings["postprocess_s"] = time.perf_counter() - t
+    if not found:
+        raise InputError("no femur found in the field of view" + ("" if side == "both" else f" ({side} side)"))
+    return Segmentation(labels, found, timings, warnings)

@@ -1,0 +1,111 @@
+"""MRML bridge for FemurSegment (slicer-core only): volume node -> SimpleITK image, the femur
+segmentation node (named segments with terminology, under the input's study), the measurements
+table, and Slicer's own labelmap-based segment volume (as the Segment Statistics module computes it).
+Volume nodes are read, never modified.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from . import anatomy
+
+
+def image_from_node(node) -> sitk.Image:
+    """A copy of a scalar volume node's voxels as a SimpleITK image (LPS geometry)."""
+    data = node.GetImageData() if node is not None else None
+    if data is None or data.GetPointData().GetScalars() is None:
+        raise ValueError("the input volume node has no image data")
+    if data.GetNumberOfScalarComponents() != 1:
+        raise ValueError("a scalar (single-component) volume is required")
+    if node.GetParentTransformNode() is not None:
+        raise ValueError("harden or remove the input volume's parent transform first")
+    array = numpy_support.vtk_to_numpy(data.GetPointData().GetScalars()).reshape(data.GetDimensions()[::-1])
+    image = sitk.GetImageFromArray(array.copy())
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    ijk_to_lps = np.diag([-1.0, -1.0, 1.0]) @ np.array([[m.GetElement(r, c) for c in range(4)] for r in range(3)])
+    spacing = np.linalg.norm(ijk_to_lps[:, :3], axis=0)
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((ijk_to_lps[:, :3] / spacing).ravel().tolist())
+    image.SetOrigin(ijk_to_lps[:, 3].tolist())
+    return image
+
+
+def _labelmap_node(scene, labels: np.ndarray, volume_node):
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "femur labels (temporary)")
+    data = vtk.vtkImageData()
+    data.SetDimensions(labels.shape[2], labels.shape[1], labels.shape[0])
+    data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(labels).ravel(), deep=True,
+                                                              array_type=vtk.VTK_UNSIGNED_CHAR))
+    node.SetAndObserveImageData(data)
+    m = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(m)
+    node.SetIJKToRASMatrix(m)
+    return node
+
+
+def add_segmentation(scene, volume_node, labels: np.ndarray, name: str):
+    """Segmentation node from labels [k, j, i] on ``volume_node``'s grid (1 left, 2 right femur),
+    with Slicer terminology, colours, and placed under the input volume's study."""
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    for side in anatomy.SIDES:
+        value = anatomy.LABEL_VALUES[side]
+        if not (labels == value).any():
+            continue
+        labelmap = _labelmap_node(scene, np.where(labels == value, 1, 0).astype(np.uint8), volume_node)
+        before = segmentation.GetSegmentation().GetNumberOfSegments()
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation):
+            raise RuntimeError("Slicer could not import the femur labelmap")
+        scene.RemoveNode(labelmap)
+        segment = segmentation.GetSegmentation().GetNthSegment(before)
+        segment.SetName(anatomy.SEGMENT_NAMES[side])
+        segment.SetColor(*anatomy.COLORS[side])
+        segment.SetTerminology(anatomy.TERMINOLOGY[side])
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    if hierarchy is not None:
+        parent = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(volume_node))
+        hierarchy.SetItemParent(hierarchy.GetItemByDataNode(segmentation), parent)
+    return segmentation
+
+
+def slicer_volumes_cm3(segmentation) -> dict[str, float]:
+    """Volume (cm³) of each segment from its binary labelmap: voxel count x voxel volume, the way
+    Slicer's Segment Statistics (labelmap plugin) computes ``volume_cm3``."""
+    out = {}
+    for index in range(segmentation.GetSegmentation().GetNumberOfSegments()):
+        segment_id = segmentation.GetSegmentation().GetNthSegmentID(index)
+        labelmap = slicer.vtkOrientedImageData()
+        segmentation.GetBinaryLabelmapRepresentation(segment_id, labelmap)
+        accumulate = vtk.vtkImageAccumulate()
+        accumulate.SetInputData(labelmap)
+        accumulate.IgnoreZeroOn()
+        accumulate.Update()
+        out[segmentation.GetSegmentation().GetSegment(segment_id).GetName()] = (
+            accumulate.GetVoxelCount() * float(np.prod(labelmap.GetSpacing())) / 1000.0)
+    return out
+
+
+TABLE_COLUMNS = (("segment", "Segment", str), ("volume_cm3", "Volume [cm3]", float),
+                 ("voxel_count", "Voxel count", int), ("hu_mean", "Mean [HU]", float), ("hu_sd", "SD [HU]", float),
+                 ("vbmd_mg_cm3", "vBMD [mg/cm3 K2HPO4]", float), ("bmc_mg", "BMC [mg]", float))
+
+
+def add_table(scene, name: str, measurements: dict):
+    """Table node with one row per side (columns of ``TABLE_COLUMNS`` that the rows carry)."""
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    rows = list(measurements.values())
+    columns = [c for c in TABLE_COLUMNS if rows and c[0] in rows[0]]
+    for key, title, kind in columns:
+        array = vtk.vtkStringArray() if kind is str else vtk.vtkDoubleArray()
+        array.SetName(title)
+        for row in rows:
+            array.InsertNextValue(row[key] if kind is str else float(row[key]))
+        table.AddColumn(array)
+    return table

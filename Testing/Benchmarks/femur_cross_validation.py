@@ -1,0 +1,100 @@
+"""Leave-one-case-out V-Net on the shared pelvis CTs, against both reference label sets.
+
+    python Testing/Benchmarks/femur_cross_validation.py --data ../shared/data/hip_ct [--steps N] [--json FILE]
+
+For each case: train on the other case's MIT-licensed whole-femur labels (yuta-hi label 2), segment
+the held-out CT, and compare per side with
+  * the MIT labels, both cut to this project's proximal-femur definition (100 mm below the apex);
+  * the clinician radiotherapy contours (no licence), on the axial slices each contour covers,
+    with Ref002-right also reported without its four defective slices (k 71..74, data README).
+Models trained here are never written to the repository.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "FemurSegment"))
+from FemurSegmentLib import anatomy  # noqa: E402
+from FemurSegmentLib.evaluation import compare, reference_sides, summarize  # noqa: E402
+from FemurSegmentLib.inference import segment  # noqa: E402
+from FemurSegmentLib.model import FemurModel  # noqa: E402
+from FemurSegmentLib.training import prepare_case, train  # noqa: E402
+
+CASES = ("Pelvic-Ref002", "Pelvic-Ref005")
+MIT_FEMUR = 2
+DEFECTIVE = {"Pelvic-Ref002": {"right": [71, 72, 73, 74]}}
+
+
+def proximal_labels(labels: np.ndarray, grid: sitk.Image) -> np.ndarray:
+    out = np.zeros_like(labels)
+    for side, value in anatomy.LABEL_VALUES.items():
+        out[anatomy.proximal(labels == value, grid)] = value
+    return out
+
+
+def table(title: str, results: dict) -> None:
+    print(f"\n{title}")
+    print(f"  {'case':15s} {'side':6s} {'Dice':>6s} {'sens':>6s} {'spec':>7s} {'HD95 mm':>8s} "
+          f"{'V pred':>8s} {'V true':>8s} {'dV %':>6s}")
+    for case, sides in results.items():
+        for side, m in sides.items():
+            print(f"  {case:15s} {side:6s} {m['dice']:6.3f} {m['sensitivity']:6.3f} {m['specificity']:7.4f} "
+                  f"{m['hd95_mm']:8.1f} {m['volume_pred_cm3']:8.1f} {m['volume_true_cm3']:8.1f} "
+                  f"{100 * (m['volume_pred_cm3'] / m['volume_true_cm3'] - 1):6.1f}")
+    s = summarize(results)
+    print(f"  mean Dice {s['mean_dice']:.3f}, sensitivity {s['mean_sensitivity']:.3f}, specificity "
+          f"{s['mean_specificity']:.4f}, HD95 {s['mean_hd95_mm']:.1f} mm, volume R² {s['volume_r2']:.3f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="hip_ct folder")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if not all((args.data / f"{c}_ct.nrrd").is_file() for c in CASES):
+        parser.error(f"{args.data} does not hold {', '.join(CASES)} (see ../shared/data/hip_ct)")
+    cts = {c: sitk.ReadImage(str(args.data / f"{c}_ct.nrrd")) for c in CASES}
+    mit = {c: sitk.ReadImage(str(args.data / f"{c}_yutahi_28labels.nrrd")) for c in CASES}
+    manual = {c: sitk.ReadImage(str(args.data / f"{c}_femur_manual.nrrd")) for c in CASES}
+    prepared = {c: prepare_case(c, cts[c], mit[c] == MIT_FEMUR) for c in CASES}
+    results = {"mit_proximal": {}, "clinician": {}, "clinician_without_defect": {}, "training": {}, "runtime": {}}
+    for held_out in CASES:
+        train_on = [c for c in CASES if c != held_out]
+        print(f"\n== held out {held_out}: training on {train_on} for {args.steps} steps", flush=True)
+        net, summary = train([prepared[c] for c in train_on], steps=args.steps, seed=1)
+        results["training"][held_out] = summary
+        model = FemurModel(net, {})
+        t = time.perf_counter()
+        seg = segment(model, cts[held_out], proximal=False)
+        results["runtime"][held_out] = {"seconds": time.perf_counter() - t, **seg.timings}
+        ct = cts[held_out]
+        results["mit_proximal"][held_out] = compare(proximal_labels(seg.labels, ct),
+                                                    reference_sides(mit[held_out], MIT_FEMUR, True), ct)
+        ref = reference_sides(manual[held_out], None, False)
+        results["clinician"][held_out] = compare(seg.labels, ref, ct, reference_slices=True)
+        results["clinician_without_defect"][held_out] = compare(seg.labels, ref, ct, reference_slices=True,
+                                                                exclude=DEFECTIVE.get(held_out))
+    table("MIT whole-femur labels cut to the proximal definition (leave-one-case-out)", results["mit_proximal"])
+    table("Clinician contours, on the contours' slices", results["clinician"])
+    table("Clinician contours, Ref002-right without slices k 71..74", results["clinician_without_defect"])
+    for key in ("mit_proximal", "clinician", "clinician_without_defect"):
+        results[f"{key}_summary"] = summarize(results[key])
+    for case, r in results["runtime"].items():
+        print(f"segmentation of {case}: {r['seconds']:.1f} s "
+              f"({', '.join(f'{k} {v:.1f}' for k, v in r.items() if k != 'seconds')})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

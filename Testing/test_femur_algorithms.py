@@ -1,0 +1,161 @@
+"""FemurSegment algorithm files on constructed inputs with known answers: anatomy (sides,
+proximal cut), metrics, calibration fit and its errors, input checks, patches, model files."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from FemurSegmentLib import anatomy
+from FemurSegmentLib.calibration import CalibrationError, fit
+from FemurSegmentLib.metrics import hd95, overlap, r_squared
+from FemurSegmentLib.model import FemurModel
+from FemurSegmentLib.network import SmallVNet
+from FemurSegmentLib.training import PATCH, Case, sample_patch
+from FemurSegmentLib.volumes import InputError, check_ct
+
+
+def grid(shape_kji, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
+    image = sitk.Image([int(s) for s in shape_kji[::-1]], sitk.sitkInt16)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection([float(d) for d in direction])
+    return image
+
+
+def ct_like(shape_kji=(40, 64, 64), spacing=(2.0, 2.0, 3.0)):
+    a = np.full(shape_kji, -1000, np.int16)
+    a[:, 8:-8, 8:-8] = 40
+    a[:, 20:30, 20:30] = 900
+    image = sitk.GetImageFromArray(a)
+    image.SetSpacing(spacing)
+    return image
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_split_sides_follows_patient_left_in_lps(flip):
+    # Array i runs along LPS +x (to the patient's left), or along -x when flipped.
+    g = grid((10, 20, 40), direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1) if flip else (1, 0, 0, 0, 1, 0, 0, 0, 1),
+             origin=(20.0, 0, 0) if flip else (-20.0, 0, 0))
+    mask = np.zeros((10, 20, 40), bool)
+    mask[2:8, 5:15, 2:10] = True     # low i: x < 0 (patient's right) unless flipped
+    mask[2:8, 5:15, 30:38] = True    # high i
+    sides = anatomy.split_sides(mask, g, midline_x=0.0)
+    low, high = ("left", "right") if flip else ("right", "left")
+    assert sides[low][2:8, 5:15, 2:10].all() and not sides[low][:, :, 20:].any()
+    assert sides[high][2:8, 5:15, 30:38].all() and not sides[high][:, :, :20].any()
+
+
+def test_split_sides_keeps_only_each_sides_largest_component():
+    g = grid((10, 10, 40), origin=(-20.0, 0, 0))
+    mask = np.zeros((10, 10, 40), bool)
+    mask[1:9, 1:9, 25:35] = True
+    mask[0, 0, 39] = True             # a speck on the same side
+    sides = anatomy.split_sides(mask, g, 0.0)
+    assert sides["left"].sum() == 8 * 8 * 10 and not sides["right"].any()
+
+
+def test_proximal_cut_is_length_below_the_apex():
+    g = grid((60, 4, 4), spacing=(1.0, 1.0, 3.0))    # k -> superior, 3 mm slices
+    mask = np.zeros((60, 4, 4), bool)
+    mask[5:50] = True
+    cut = anatomy.proximal(mask, g, length_mm=60.0)
+    k = np.flatnonzero(cut.any(axis=(1, 2)))
+    assert k.max() == 49 and k.min() == 49 - 20       # 60 mm = 20 slices below the apex slice
+
+
+def test_overlap_and_hausdorff_on_known_shapes():
+    a = np.zeros((20, 20, 20), bool)
+    b = a.copy()
+    a[5:15, 5:15, 5:15] = True
+    b[5:15, 5:15, 7:17] = True                        # shifted by 2 voxels along i
+    m = overlap(a, b)
+    assert m["dice"] == pytest.approx(2 * 800 / 2000)
+    assert m["sensitivity"] == pytest.approx(0.8)
+    assert m["specificity"] == pytest.approx(1 - 200 / (8000 - 1000))
+    assert hd95(a, b, (1.0, 1.0, 2.5)) == pytest.approx(5.0, abs=0.01)   # 2 voxels x 2.5 mm
+    assert hd95(a, a, (1, 1, 1)) == 0.0
+
+
+def test_r_squared():
+    assert r_squared([1, 2, 3], [1, 2, 3]) == 1.0
+    assert r_squared([2, 2, 2], [1, 2, 3]) == pytest.approx(0.0)
+
+
+def test_calibration_fit_recovers_a_line():
+    d = np.array([0.0, 50, 100, 200])
+    c = fit(d, 1.2 * d - 15)
+    assert c.slope_hu_per_mg_cm3 == pytest.approx(1.2) and c.intercept_hu == pytest.approx(-15)
+    assert c.r2 == pytest.approx(1.0) and c.density(105.0) == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("densities, hu, message", [
+    ([100.0], [120.0], "at least two rods"),
+    ([0.0, 100, 200], [10.0, 130, 90], "not monotonic"),
+    ([0.0, 100, 100], [10.0, 130, 140], "must all differ"),
+    ([0.0, 100], [10.0, float("nan")], "non-finite"),
+])
+def test_calibration_rejects_bad_rods(densities, hu, message):
+    with pytest.raises(CalibrationError, match=message):
+        fit(densities, hu)
+
+
+def test_check_ct_accepts_a_ct():
+    check_ct(ct_like())
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: sitk.GetImageFromArray(np.random.default_rng(0).uniform(0, 1200, (40, 64, 64)).astype(np.float32)),
+     "Hounsfield"),
+    (lambda: sitk.GetImageFromArray(np.zeros((256, 256), np.int16)), "3D"),
+    (lambda: sitk.GetImageFromArray(np.zeros((10, 10, 10), np.int16)), "too small"),
+    (lambda: sitk.GetImageFromArray(np.where(np.arange(40 * 64 * 64).reshape(40, 64, 64) == 5, np.nan,
+                                             sitk.GetArrayFromImage(ct_like()).astype(np.float32))), "NaN"),
+])
+def test_check_ct_rejects_bad_input(make, message):
+    image = make()
+    image.SetSpacing([3.0] * image.GetDimension()) if message != "too small" else None
+    with pytest.raises(InputError, match=message):
+        check_ct(image)
+
+
+def test_check_ct_rejects_a_huge_volume(monkeypatch):
+    import FemurSegmentLib.volumes as volumes
+
+    monkeypatch.setattr(volumes, "MAX_VOXELS", 1000)
+    with pytest.raises(InputError, match="too large"):
+        volumes.check_ct(ct_like())
+
+
+def test_unaugmented_patch_samples_the_volume_around_a_femur_voxel():
+    k, j, i = np.indices((80, 160, 160)).astype(np.float32)
+    ramp = k + 2 * j + 3 * i                          # trilinear interpolation reproduces it exactly
+    femur = np.zeros(ramp.shape, np.uint8)
+    femur[36:44, 76:84, 76:84] = 1
+    x, y = sample_patch(Case("ramp", ramp, femur), np.random.default_rng(1), augment=False, positive=1.0)
+    assert x.shape == PATCH and y.shape == PATCH
+    assert all(np.allclose(np.diff(x, axis=a), g, atol=1e-3) for a, g in ((0, 1), (1, 2), (2, 3)))
+    centre = x[PATCH[0] // 2, PATCH[1] // 2, PATCH[2] // 2] - (1 + 2 + 3) / 2  # patch centre is half a voxel before
+    assert y[PATCH[0] // 2, PATCH[1] // 2, PATCH[2] // 2] and y.sum() == pytest.approx(femur.sum(), rel=0.5)
+    kc = [v for v in np.argwhere(femur) if np.isclose(ramp[tuple(v)], centre)]
+    assert kc, "the patch is not centred on a femur voxel"
+
+
+def test_network_shapes():
+    net = SmallVNet().eval()
+    with torch.no_grad():
+        assert net(torch.zeros(1, 1, 16, 32, 24)).shape == (1, 2, 16, 32, 24)
+
+
+def test_model_round_trip_and_tampered_weights(tmp_path):
+    folder = FemurModel(SmallVNet(), {}).save(tmp_path / "m", {"name": "test"})
+    loaded = FemurModel.load(folder)
+    assert loaded.card["sha256"] and loaded.card["parameters"] > 0
+    weights = folder / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    with pytest.raises(ValueError, match="sha256"):
+        FemurModel.load(folder)
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["architecture"] == SmallVNet().config
