@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SAMPLE := FluoroLandmarks/Resources/SampleData
+FEMUR_SAMPLE := FemurSegment/Resources/SampleData
 
 .PHONY: setup demo test bench clean
 
@@ -24,6 +25,8 @@ demo: setup
 	  --output image --photons 20000 --collimation-circle 140 120 105 --out output/frame
 	$(VENV)/bin/fluoro-landmarks detect output/frame/drr.nrrd --geometry output/frame/geometry.json --out output/detect
 	$(PY) -m FluoroLandmarksLib.preview output/detect --out output/preview_detect
+	$(VENV)/bin/femur-segment $(FEMUR_SAMPLE)/PelvicRef005_hips.nrrd --out output/femur
+	$(PY) -m FemurSegmentLib.preview output/femur --out output/preview_femur
 
 test: setup
 	$(PY) -m pytest -q Testing

@@ -42,7 +42,7 @@ class FemurSegmentParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     side: Annotated[str, Choice(["both", "left", "right"])] = "both"
     proximalOnly: bool = True
-    calibrationFile: str = ""
+    calibrationFile: Path  # QCT calibration JSON; empty (".") for none
 
 
 class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -105,8 +105,8 @@ class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.enabled, self.ui.cancelButton.enabled = False, True
         try:
             with slicer.util.tryWithErrorDisplay(_("Femur segmentation failed."), waitCursor=True):
-                result = self.logic.process(p.inputVolume, p.side, p.proximalOnly, p.calibrationFile or None,
-                                            self._progress)
+                calibration = p.calibrationFile if str(p.calibrationFile) not in ("", ".") else None
+                result = self.logic.process(p.inputVolume, p.side, p.proximalOnly, calibration, self._progress)
                 self.logic.show(result)
                 m = result.measurements
                 self.ui.statusLabel.text = " | ".join(

@@ -37,19 +37,20 @@ def voxel_lps(grid: sitk.Image, kji: np.ndarray) -> np.ndarray:
     return ijk * np.array(grid.GetSpacing()) @ direction.T + np.array(grid.GetOrigin())
 
 
-def components(mask: np.ndarray, grid: sitk.Image) -> list[np.ndarray]:
-    """Connected components (26-connected) of a boolean [k, j, i] mask, largest first."""
+def components(mask: np.ndarray, grid: sitk.Image, largest: int = 8) -> list[np.ndarray]:
+    """The ``largest`` connected components (26-connected) of a boolean [k, j, i] mask, largest first."""
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
     image.CopyInformation(grid)
-    labels = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(image, True)))
-    return [labels == n for n in range(1, int(labels.max()) + 1)]
+    relabelled = sitk.RelabelComponent(sitk.ConnectedComponent(image, True))
+    labels = sitk.GetArrayViewFromImage(relabelled)  # a view: ``relabelled`` stays alive until we return
+    return [labels == n for n in range(1, min(int(labels.max()), largest) + 1)]
 
 
 def split_sides(mask: np.ndarray, grid: sitk.Image, midline_x: float) -> dict[str, np.ndarray]:
     """Left and right femur from a both-sides femur mask: the largest component on each side of
     the sagittal plane LPS x = ``midline_x`` mm (patient's left: x > midline)."""
     sides = {side: np.zeros_like(mask, bool) for side in SIDES}
-    for part in components(mask, grid)[:8]:
+    for part in components(mask, grid):
         x = voxel_lps(grid, np.argwhere(part)).mean(0)[0]
         side = "left" if x > midline_x else "right"
         if not sides[side].any():
@@ -71,4 +72,12 @@ def proximal(mask: np.ndarray, grid: sitk.Image, length_mm: float = PROXIMAL_LEN
     keep = z >= z.max() - length_mm
     out = np.zeros_like(mask, bool)
     out[tuple(np.argwhere(mask)[keep].T)] = True
+    return out
+
+
+def proximal_labels(labels: np.ndarray, grid: sitk.Image, length_mm: float = PROXIMAL_LENGTH_MM) -> np.ndarray:
+    """A sided labelmap (1 left, 2 right) with each side cut to its proximal part."""
+    out = np.zeros_like(labels)
+    for value in LABEL_VALUES.values():
+        out[proximal(labels == value, grid, length_mm)] = value
     return out

@@ -1,7 +1,7 @@
 """``femur-segment``: proximal-femur segmentation and measurement on CT/QCT.
 
     femur-segment CT --out DIR [--side both|left|right] [--proximal | --whole] [--calibration FILE.json]
-    femur-segment train --images CT... --labels LABELS... [--label-value V] --out MODEL_DIR
+    femur-segment train --images CT... --labels LABELS... [--label-value V] [--negatives CT...] --out MODEL_DIR
     femur-segment evaluate [--model M] --images CT... --labels LABELS... [--label-value V] [--json FILE]
 """
 
@@ -48,7 +48,7 @@ def run_segment(args) -> dict:
         m["timings_s"]["write_s"] = time.perf_counter() - t
     finally:
         app.close()
-    for side, row in m["sides"].items():
+    for row in m["sides"].values():
         extra = f", vBMD {row['vbmd_mg_cm3']:.1f} mg/cm³, BMC {row['bmc_mg'] / 1000:.2f} g" if "bmc_mg" in row else ""
         print(f"{row['segment']}: {row['volume_cm3']:.2f} cm³ ({row['voxel_count']} voxels), "
               f"{row['hu_mean']:.0f} ± {row['hu_sd']:.0f} HU{extra}")
@@ -71,10 +71,11 @@ def run_train(args) -> Path:
         raise InputError("give one --labels file per --images file")
     cases = [prepare_case(Path(i).name, _read(i), _femur(_read(lab), args.label_value))
              for i, lab in zip(args.images, args.labels)]
+    cases += [prepare_case(Path(n).name, _read(n), None) for n in args.negatives]
     net, summary = train(cases, steps=args.steps, seed=args.seed)
     card = {"name": "FemurSegment proximal-femur V-Net", "method": "Zhao et al.: V-Net, Dice + L2 (weight decay)",
             "data": {"images": [Path(i).name for i in args.images], "labels": [Path(lab).name for lab in args.labels],
-                     "label_value": args.label_value},
+                     "label_value": args.label_value, "negatives": [Path(n).name for n in args.negatives]},
             "command": "femur-segment " + shlex.join(args.argv),
             "training": summary, "training_minutes": summary["seconds"] / 60}
     if args.cross_validation_json:
@@ -128,6 +129,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     train.add_argument("--images", nargs="+", required=True)
     train.add_argument("--labels", nargs="+", required=True, help="femur labelmaps, one per image")
     train.add_argument("--label-value", type=int, help="femur label value (default: any nonzero)")
+    train.add_argument("--negatives", nargs="*", default=[], help="CTs without femurs (e.g. a head CT)")
     train.add_argument("--out", required=True, help="model folder to write")
     train.add_argument("--steps", type=int, default=1500)
     train.add_argument("--seed", type=int, default=0)

@@ -20,7 +20,8 @@ from . import anatomy
 from .model import FemurModel
 from .volumes import InputError, body_box, check_ct, normalize, resample, working_grid
 
-WINDOW = (32, 96, 96)  # [k, j, i] working-grid voxels per sliding window
+WINDOW = (48, 128, 128)  # [k, j, i] working-grid voxels per sliding window (72 x 192 x 192 mm)
+OVERLAP = 0.125
 Progress = Callable[[float, str], bool]  # (fraction done, stage) -> False to cancel
 
 
@@ -49,7 +50,7 @@ def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress
         raise Cancelled("cancelled")
     t = time.perf_counter()
     with torch.inference_mode():
-        logits = sliding_window_inference(x, WINDOW, sw_batch_size=1, predictor=model.net, overlap=0.25,
+        logits = sliding_window_inference(x, WINDOW, sw_batch_size=1, predictor=model.net, overlap=OVERLAP,
                                           mode="gaussian")
         femur = torch.softmax(logits, 1)[0, 1].numpy()
     timings["network_s"] = time.perf_counter() - t

@@ -69,9 +69,10 @@ def add_segmentation(scene, volume_node, labels: np.ndarray, name: str):
         segment.SetColor(*anatomy.COLORS[side])
         segment.SetTerminology(anatomy.TERMINOLOGY[side])
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    if hierarchy is not None:
-        parent = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(volume_node))
-        hierarchy.SetItemParent(hierarchy.GetItemByDataNode(segmentation), parent)
+    volume_item = hierarchy.GetItemByDataNode(volume_node) if hierarchy is not None else 0
+    segmentation_item = hierarchy.GetItemByDataNode(segmentation) if volume_item else 0
+    if volume_item and segmentation_item:  # under the input's study (or wherever the input is)
+        hierarchy.SetItemParent(segmentation_item, hierarchy.GetItemParent(volume_item))
     return segmentation
 
 

@@ -2,7 +2,8 @@
 
     python Testing/Benchmarks/femur_cross_validation.py --data ../shared/data/hip_ct [--steps N] [--json FILE]
 
-For each case: train on the other case's MIT-licensed whole-femur labels (yuta-hi label 2), segment
+For each case: train on the other case's MIT-licensed whole-femur labels (yuta-hi label 2) plus the
+project's sample head CT as a femur-free negative (the shipped model's recipe), segment
 the held-out CT, and compare per side with
   * the MIT labels, both cut to this project's proximal-femur definition (100 mm below the apex);
   * the clinician radiotherapy contours (no licence), on the axial slices each contour covers,
@@ -16,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,15 +28,9 @@ from FemurSegmentLib.model import FemurModel  # noqa: E402
 from FemurSegmentLib.training import prepare_case, train  # noqa: E402
 
 CASES = ("Pelvic-Ref002", "Pelvic-Ref005")
+HEAD_CT = ROOT / "FluoroLandmarks" / "Resources" / "SampleData" / "ProMED_CT_0051.nrrd"  # femur-free negative
 MIT_FEMUR = 2
 DEFECTIVE = {"Pelvic-Ref002": {"right": [71, 72, 73, 74]}}
-
-
-def proximal_labels(labels: np.ndarray, grid: sitk.Image) -> np.ndarray:
-    out = np.zeros_like(labels)
-    for side, value in anatomy.LABEL_VALUES.items():
-        out[anatomy.proximal(labels == value, grid)] = value
-    return out
 
 
 def table(title: str, results: dict) -> None:
@@ -65,18 +59,19 @@ def main() -> int:
     mit = {c: sitk.ReadImage(str(args.data / f"{c}_yutahi_28labels.nrrd")) for c in CASES}
     manual = {c: sitk.ReadImage(str(args.data / f"{c}_femur_manual.nrrd")) for c in CASES}
     prepared = {c: prepare_case(c, cts[c], mit[c] == MIT_FEMUR) for c in CASES}
+    negative = prepare_case("head CT (no femur)", sitk.ReadImage(str(HEAD_CT)), None)
     results = {"mit_proximal": {}, "clinician": {}, "clinician_without_defect": {}, "training": {}, "runtime": {}}
     for held_out in CASES:
         train_on = [c for c in CASES if c != held_out]
         print(f"\n== held out {held_out}: training on {train_on} for {args.steps} steps", flush=True)
-        net, summary = train([prepared[c] for c in train_on], steps=args.steps, seed=1)
+        net, summary = train([prepared[c] for c in train_on] + [negative], steps=args.steps, seed=1)
         results["training"][held_out] = summary
         model = FemurModel(net, {})
         t = time.perf_counter()
         seg = segment(model, cts[held_out], proximal=False)
         results["runtime"][held_out] = {"seconds": time.perf_counter() - t, **seg.timings}
         ct = cts[held_out]
-        results["mit_proximal"][held_out] = compare(proximal_labels(seg.labels, ct),
+        results["mit_proximal"][held_out] = compare(anatomy.proximal_labels(seg.labels, ct),
                                                     reference_sides(mit[held_out], MIT_FEMUR, True), ct)
         ref = reference_sides(manual[held_out], None, False)
         results["clinician"][held_out] = compare(seg.labels, ref, ct, reference_slices=True)
