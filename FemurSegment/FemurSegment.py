@@ -3,6 +3,7 @@
 Thin Slicer module (Module, Widget, Logic, Test). The work is in the Qt-free FemurSegmentLib.
 """
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated
 
@@ -15,9 +16,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from FemurSegmentLib import pipeline, scenarios
-from FemurSegmentLib.inference import Cancelled
-from FemurSegmentLib.model import SHIPPED_MODEL, FemurModel, model_available
+SHIPPED_MODEL = Path(__file__).parent / "Resources" / "Models" / "femur"
 
 SAMPLE_CT = Path(__file__).parent / "Resources" / "SampleData" / "PelvicRef005_hips.nrrd"
 
@@ -65,7 +64,7 @@ class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.setParameterNode(self.logic.getParameterNode())
-        if not model_available():
+        if not (SHIPPED_MODEL / "weights.pt").is_file():
             self.ui.statusLabel.text = _("No femur model found in {path}").format(path=SHIPPED_MODEL)
 
     def cleanup(self) -> None:
@@ -87,7 +86,7 @@ class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateApply()
 
     def _updateApply(self, caller=None, event=None) -> None:
-        ready = bool(self._parameterNode and self._parameterNode.inputVolume) and model_available()
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume) and (SHIPPED_MODEL / "weights.pt").is_file()
         self.ui.applyButton.enabled = ready
 
     def _progress(self, fraction: float, stage: str) -> bool:
@@ -100,6 +99,8 @@ class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelRequested = True
 
     def onApply(self) -> None:
+        from FemurSegmentLib.inference import Cancelled
+
         p = self._parameterNode
         self._cancelRequested = False
         self.ui.applyButton.enabled, self.ui.cancelButton.enabled = False, True
@@ -128,16 +129,31 @@ class FemurSegmentLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return FemurSegmentParameterNode(super().getParameterNode())
 
-    def model(self) -> FemurModel:
+    @staticmethod
+    def ensureDependencies() -> None:
+        """PyTorch and MONAI in Slicer's Python (installed on first use, as other AI extensions do)."""
+        missing = [spec for module, spec in (("torch", "torch"), ("monai", "monai==1.6.1"))
+                   if importlib.util.find_spec(module) is None]
+        if missing and slicer.util.confirmOkCancelDisplay(
+                _("FemurSegment needs {packages}. Install now?").format(packages=", ".join(missing))):
+            slicer.util.pip_install(missing)
+
+    def model(self):
         if self._model is None:
-            self._model = FemurModel.load()
+            self.ensureDependencies()
+            from FemurSegmentLib.model import FemurModel
+
+            self._model = FemurModel.load(SHIPPED_MODEL)
         return self._model
 
-    def process(self, volume, side="both", proximal=True, calibration=None, progress=None) -> pipeline.Result:
-        """New segmentation + table nodes for ``volume``; the input node is not modified."""
-        return pipeline.run(slicer.mrmlScene, volume, self.model(), side, proximal, calibration, progress)
+    def process(self, volume, side="both", proximal=True, calibration=None, progress=None):
+        """New segmentation + table nodes for ``volume`` (a ``pipeline.Result``); the input node is not modified."""
+        model = self.model()
+        from FemurSegmentLib import pipeline
 
-    def show(self, result: pipeline.Result) -> None:
+        return pipeline.run(slicer.mrmlScene, volume, model, side, proximal, calibration, progress)
+
+    def show(self, result) -> None:
         result.segmentation.CreateClosedSurfaceRepresentation()
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
         selection = slicer.app.applicationLogic().GetSelectionNode()
@@ -152,7 +168,10 @@ class FemurSegmentTest(ScriptedLoadableModuleTest):
 
     def test_segment_sample(self):
         self.delayDisplay("Segmenting the sample pelvis CT")
+        model = FemurSegmentLogic().model()
+        from FemurSegmentLib import scenarios
+
         volume = slicer.util.loadVolume(str(SAMPLE_CT))
-        checked = scenarios.segment_and_check(slicer.mrmlScene, volume, FemurSegmentLogic().model())
+        checked = scenarios.segment_and_check(slicer.mrmlScene, volume, model)
         self.assertEqual(sorted(checked["result"].measurements["sides"]), ["left", "right"])
         self.delayDisplay("Test passed")

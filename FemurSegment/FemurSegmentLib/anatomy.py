@@ -17,7 +17,9 @@ import numpy as np
 import SimpleITK as sitk
 
 PROXIMAL_LENGTH_MM = 100.0
-MIN_FEMUR_CM3 = 15.0  # a side with less predicted femur than this is "no femur found"
+# Plausibility of a predicted femur (per side); anything else is reported as "no femur found".
+MAX_FEMUR_MEAN_HU = 600.0  # head, neck and trochanters are mostly marrow and trabecular bone (~150-450 HU)
+MIN_FEMUR_CM3 = 40.0  # less predicted femur than this on a side is "no femur found" (adult proximal femur: 100-250 cm³)
 SIDES = ("left", "right")
 SEGMENT_NAMES = {"left": "Left femur", "right": "Right femur"}
 LABEL_VALUES = {"left": 1, "right": 2}

@@ -73,7 +73,8 @@ def run_train(args) -> Path:
              for i, lab in zip(args.images, args.labels)]
     cases += [prepare_case(Path(n).name, _read(n), None) for n in args.negatives]
     net, summary = train(cases, steps=args.steps, seed=args.seed)
-    card = {"name": "FemurSegment proximal-femur V-Net", "method": "Zhao et al.: V-Net, Dice + L2 (weight decay)",
+    card = {"name": "FemurSegment proximal-femur V-Net",
+            "method": "Zhao et al.: V-Net with a Dice + L2 compound loss (see training.loss)",
             "data": {"images": [Path(i).name for i in args.images], "labels": [Path(lab).name for lab in args.labels],
                      "label_value": args.label_value, "negatives": [Path(n).name for n in args.negatives]},
             "command": "femur-segment " + shlex.join(args.argv),

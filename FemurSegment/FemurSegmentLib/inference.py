@@ -89,9 +89,14 @@ def segment(model: FemurModel, ct: sitk.Image, side: str = "both", proximal: boo
         if part.sum() * voxel_cm3 < anatomy.MIN_FEMUR_CM3:
             warnings.append(f"no {name} femur found")
             continue
+        mean_hu = float(hu[part].mean())
+        if mean_hu > anatomy.MAX_FEMUR_MEAN_HU:
+            warnings.append(f"no {name} femur found (the candidate's mean {mean_hu:.0f} HU is too dense for a femur)")
+            continue
         labels[part] = anatomy.LABEL_VALUES[name]
         found.append(name)
     timings["postprocess_s"] = time.perf_counter() - t
     if not found:
-        raise InputError("no femur found in the field of view" + ("" if side == "both" else f" ({side} side)"))
+        raise InputError("no femur found in the field of view" + ("" if side == "both" else f" ({side} side)")
+                         + "".join(f"; {w}" for w in warnings if "(" in w))
     return Segmentation(labels, found, timings, warnings)

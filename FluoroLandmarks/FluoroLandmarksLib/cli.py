@@ -165,9 +165,7 @@ def run_train(args) -> Path:
                   note="synthetic DRRs of random head variants of the GPL-2 sample CT; no patient images"),
         command="fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None,
         training=dict(global_=g_info, local=l_info, seconds=seconds, threads=args.threads, device="cpu"),
-        template_landmarks_ras=template_landmarks.tolist(),
-        parameters=sum(p.numel() for p in global_net.parameters()) + (
-            sum(p.numel() for p in local_net.parameters()) if local_net else 0))
+        template_landmarks_ras=template_landmarks.tolist())
     model.save(args.out, card)
     print(f"trained in {seconds / 60:.1f} min; model written to {args.out}")
     if args.test:

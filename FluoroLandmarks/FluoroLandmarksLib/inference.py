@@ -49,6 +49,8 @@ class LandmarkModel:
         os.replace(tmp, folder / WEIGHTS_FILE)
         self.card = dict(card, labels=self.labels, global_architecture=self.global_net.config,
                          local_architecture=self.local_net.config if self.local_net else None,
+                         parameters=sum(p.numel() for net in (self.global_net, self.local_net) if net is not None
+                                        for p in net.parameters()),
                          sha256=sha256(folder / WEIGHTS_FILE))
         tmp = folder / f".{CARD_FILE}.tmp"
         tmp.write_text(json.dumps(self.card, indent=2))
