@@ -159,3 +159,32 @@ def test_model_round_trip_and_tampered_weights(tmp_path):
         FemurModel.load(folder)
     card = json.loads((folder / "model_card.json").read_text())
     assert card["architecture"] == SmallVNet().config
+
+
+def test_compare_on_reference_slices_and_excluded_slices():
+    from FemurSegmentLib.evaluation import compare, summarize
+
+    g = grid((20, 10, 10), spacing=(1.0, 1.0, 2.0))
+    true = np.zeros((20, 10, 10), bool)
+    true[5:10, 2:8, 2:8] = True
+    predicted = np.zeros((20, 10, 10), np.uint8)
+    predicted[0:15, 2:8, 2:8] = anatomy.LABEL_VALUES["left"]      # extends 5 slices beyond the reference each way
+    everywhere = compare(predicted, {"left": true}, g)["left"]
+    assert everywhere["dice"] == pytest.approx(2 * 180 / (540 + 180))
+    on_slices = compare(predicted, {"left": true}, g, reference_slices=True)["left"]
+    assert on_slices["dice"] == 1.0 and on_slices["slices"] == [5, 9]
+    assert on_slices["volume_true_cm3"] == pytest.approx(180 * 2.0 / 1000)
+    excluded = compare(predicted, {"left": true}, g, reference_slices=True, exclude={"left": [5, 6]})["left"]
+    assert excluded["volume_true_cm3"] == pytest.approx(108 * 2.0 / 1000)
+    assert summarize({"a": {"left": everywhere}, "b": {"left": on_slices}})["mean_dice"] == pytest.approx(
+        (everywhere["dice"] + 1.0) / 2)
+
+
+def test_proximal_labels_cut_each_side_at_its_own_apex():
+    g = grid((60, 4, 8), spacing=(1.0, 1.0, 3.0))
+    labels = np.zeros((60, 4, 8), np.uint8)
+    labels[0:50, :, :4] = 1
+    labels[0:40, :, 4:] = 2
+    cut = anatomy.proximal_labels(labels, g, length_mm=30.0)
+    assert np.flatnonzero((cut == 1).any(axis=(1, 2))).tolist() == list(range(39, 50))
+    assert np.flatnonzero((cut == 2).any(axis=(1, 2))).tolist() == list(range(29, 40))
