@@ -108,8 +108,10 @@ def run_evaluate(args) -> dict:
     print(f"volume R² {summary['volume_r2']:.4f}, mean Dice {summary.get('mean_dice', float('nan')):.4f}")
     report = {"cases": per_case, **summary}
     if args.json:
+        from FluoroLandmarksLib.synthesis import write_text_atomic
+
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_text_atomic(Path(args.json), json.dumps(report, indent=2))
     return report
 
 

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import resource
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,13 +58,6 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def measurements_csv(measurements: dict) -> str:
     keys = ["side", "segment", "volume_cm3", "voxel_count", "hu_mean", "hu_sd", "vbmd_mg_cm3", "bmc_mg"]
     buffer = io.StringIO()
@@ -79,13 +71,14 @@ def measurements_csv(measurements: dict) -> str:
 def write_outputs(scene, result: Result, out_dir: str | os.PathLike) -> list[Path]:
     """segmentation.seg.nrrd, measurements.csv/.json and scene.mrb in ``out_dir`` (each written atomically)."""
     from FluoroLandmarksLib.mrml import save_bundle, save_node
+    from FluoroLandmarksLib.synthesis import write_text_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "segmentation.seg.nrrd", out / "measurements.csv", out / "measurements.json", out / "scene.mrb"]
     save_node(result.segmentation, paths[0])
-    _write_text(paths[1], measurements_csv(result.measurements))
+    write_text_atomic(paths[1], measurements_csv(result.measurements))
     result.measurements["peak_memory_mb"] = peak_memory_mb()
-    _write_text(paths[2], json.dumps(result.measurements, indent=2))
+    write_text_atomic(paths[2], json.dumps(result.measurements, indent=2))
     save_bundle(scene, paths[3])
     return paths
