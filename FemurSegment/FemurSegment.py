@@ -107,15 +107,17 @@ class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             with slicer.util.tryWithErrorDisplay(_("Femur segmentation failed."), waitCursor=True):
                 calibration = p.calibrationFile if str(p.calibrationFile) not in ("", ".") else None
-                result = self.logic.process(p.inputVolume, p.side, p.proximalOnly, calibration, self._progress)
+                try:
+                    result = self.logic.process(p.inputVolume, p.side, p.proximalOnly, calibration, self._progress)
+                except Cancelled:
+                    self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
+                    return
                 self.logic.show(result)
                 m = result.measurements
                 self.ui.statusLabel.text = " | ".join(
                     [f"{r['segment']}: {r['volume_cm3']:.1f} cm³" for r in m["sides"].values()] + m["warnings"]
                     + [f"{m['runtime_s']:.1f} s"])
                 self.ui.progressBar.value = 100
-        except Cancelled:
-            self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
         finally:
             self.ui.cancelButton.enabled = False
             self._updateApply()
