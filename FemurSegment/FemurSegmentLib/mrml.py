@@ -17,19 +17,14 @@ from . import anatomy
 
 def image_from_node(node) -> sitk.Image:
     """A copy of a scalar volume node's voxels as a SimpleITK image (LPS geometry)."""
-    data = node.GetImageData() if node is not None else None
-    if data is None or data.GetPointData().GetScalars() is None:
-        raise ValueError("the input volume node has no image data")
-    if data.GetNumberOfScalarComponents() != 1:
-        raise ValueError("a scalar (single-component) volume is required")
-    if node.GetParentTransformNode() is not None:
+    from FluoroLandmarksLib.mrml import volume_to_numpy
+
+    if node is not None and node.GetParentTransformNode() is not None:
         raise ValueError("harden or remove the input volume's parent transform first")
-    array = numpy_support.vtk_to_numpy(data.GetPointData().GetScalars()).reshape(data.GetDimensions()[::-1])
-    image = sitk.GetImageFromArray(array.copy())
-    m = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(m)
-    ijk_to_lps = np.diag([-1.0, -1.0, 1.0]) @ np.array([[m.GetElement(r, c) for c in range(4)] for r in range(3)])
+    array, ijk_to_ras = volume_to_numpy(node)
+    ijk_to_lps = np.diag([-1.0, -1.0, 1.0]) @ ijk_to_ras[:3]
     spacing = np.linalg.norm(ijk_to_lps[:, :3], axis=0)
+    image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing.tolist())
     image.SetDirection((ijk_to_lps[:, :3] / spacing).ravel().tolist())
     image.SetOrigin(ijk_to_lps[:, 3].tolist())
