@@ -29,6 +29,7 @@ def test_model_card_and_safe_loading(tiny_model, tmp_path):
     assert len(card["template_landmarks_ras"]) == len(card["labels"]) == 30
     model = LandmarkModel.load(tiny_model / "model")
     assert model.local_net is not None
+    assert model.shape.mean.shape == (30, 3) and card["shape_model"]["modes"] == len(model.shape.variances)
     tampered = tmp_path / "tampered"
     tampered.mkdir()
     for f in ("model_card.json", "skull_template.vtp"):
@@ -48,6 +49,20 @@ def test_evaluate_writes_the_required_keys(tiny_model, tmp_path):
     for key in ("within_10mm_2d", "within_10mm_3d", "mre_2d_mm", "mre_3d_mm"):
         assert np.isfinite(report[key])
     assert 0 <= report["within_10mm_2d"] <= 1 and report["skull_surface"]["n"] > 0
+    assert report["network_without_shape_fit"]["2d"]["n"] == report["2d"]["n"]
+
+
+def test_shape_model_command_rebuilds_it_and_keeps_the_networks(tiny_model, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for f in ("model_card.json", "skull_template.vtp", "weights.pt"):
+        (folder / f).write_bytes((tiny_model / "model" / f).read_bytes())
+    before = LandmarkModel.load(folder)
+    assert cli.main(["shape-model", "--data", str(tiny_model / "train"), "--model", str(folder), "--modes", "4"]) == 0
+    after = LandmarkModel.load(folder)
+    assert len(after.shape.variances) == 4 and json.loads((folder / "model_card.json").read_text())["shape_model"]["modes"] == 4
+    for a, b in zip(before.global_net.state_dict().values(), after.global_net.state_dict().values()):
+        assert np.array_equal(a.numpy(), b.numpy())
 
 
 def test_detect_on_a_drr_writes_every_output_and_the_bundle_reloads(tiny_model, tmp_path, app):
@@ -69,6 +84,23 @@ def test_detect_on_a_drr_writes_every_output_and_the_bundle_reloads(tiny_model, 
     saved = mrml.load_markups(app.app_logic, out / "landmarks_3d.mrk.json")
     reloaded = app.scene.GetFirstNodeByName("drr landmarks 3D")
     assert np.allclose(mrml.markups_to_numpy(saved)[1], mrml.markups_to_numpy(reloaded)[1], atol=1e-3)
+
+
+def test_detect_flags_landmarks_outside_the_collimated_field(tiny_model, tmp_path):
+    drr_dir = tmp_path / "drr"
+    assert cli.main(["drr", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--output", "image",
+                     "--out", str(drr_dir)]) == 0
+    out = tmp_path / "detect"
+    assert cli.main(["detect", str(drr_dir / "drr.nrrd"), "--geometry", str(drr_dir / "geometry.json"), "--model",
+                     str(tiny_model / "model"), "--collimation-circle", "128", "128", "40", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "landmarks_2d.csv").open()))
+    radius = np.array([np.hypot(float(r["u"]) - 128, float(r["v"]) - 128) for r in rows])
+    flags = np.array([int(r["in_image"]) for r in rows], bool)
+    assert np.array_equal(flags, radius <= 40) and not flags.all()
+    lenses = json.loads((out / "eye_lenses.json").read_text())
+    for name, lens in lenses.items():
+        if np.hypot(lens["u"] - 128, lens["v"] - 128) > 40:
+            assert not lens["in_field"], name
 
 
 def test_detect_refuses_bad_input(tiny_model, tmp_path, capsys):

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +127,15 @@ def print_report(report: dict) -> None:
     for key in ("2d", "2d_in_image", "2d_out_of_image", "3d", "3d_in_image", "3d_out_of_image", "skull_surface"):
         if key in report:
             print(line(key.replace("_", " "), report[key]))
+    if "network_without_shape_fit" in report:
+        print("the network's own estimates, without the shape-model fit:")
+        for key in ("2d", "2d_in_image", "2d_out_of_image", "3d", "3d_in_image", "3d_out_of_image"):
+            print(line("  " + key.replace("_", " "), report["network_without_shape_fit"][key]))
+        print(line("3d fit to the true 2d", report["3d_from_true_2d"]) + "  (bound of this 3D method)")
     if "eye_lens_in_field_accuracy" in report:
-        print(f"eye lens in-field flag accuracy {100 * report['eye_lens_in_field_accuracy']:.1f} %")
+        print(f"eye lens in-field flag accuracy {100 * report['eye_lens_in_field_accuracy']:.1f} % (lenses in the beam "
+              f"flagged out: {100 * report['eye_lens_missed']:.1f} %, out of it flagged in: "
+              f"{100 * report['eye_lens_false_alarm']:.1f} %)")
     print("per landmark (2D MRE / <=10 mm, 3D MRE / <=10 mm, share in image):")
     for label, r in report["per_landmark"].items():
         print(f"  {label:24s} {r['2d']['mre_mm']:6.2f} mm {100 * r['2d']['within_10mm']:5.1f} %   "
@@ -142,6 +150,7 @@ def run_train(args) -> Path:
     from .evaluation import evaluate
     from .headless import HeadlessApplication
     from .inference import LandmarkModel
+    from .shape_model import ShapeModel
     from .training import train_global, train_local
 
     meta, data = load_dataset(args.data)
@@ -158,14 +167,14 @@ def run_train(args) -> Path:
         write_skull_template(app.app_logic, ct, args.out)
     finally:
         app.close()
-    model = LandmarkModel(labels, global_net, local_net, {})
+    model = LandmarkModel(labels, global_net, local_net, {}, ShapeModel.build(data["xyz_ras"], data["def_centre"]))
     card = dict(
         name="FluoroLandmarks global-to-local landmark FCNN",
         data=dict(meta, folder=str(args.data), template_ct=Path(args.template_ct).name,
                   note="synthetic DRRs of random head variants of the GPL-2 sample CT; no patient images"),
         command="fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None,
         training=dict(global_=g_info, local=l_info, seconds=seconds, threads=args.threads, device="cpu"),
-        template_landmarks_ras=template_landmarks.tolist())
+        template_landmarks_ras=template_landmarks.tolist(), shape_model=_shape_card(model.shape, args.data))
     model.save(args.out, card)
     print(f"trained in {seconds / 60:.1f} min; model written to {args.out}")
     if args.test:
@@ -180,12 +189,39 @@ def run_train(args) -> Path:
     return Path(args.out)
 
 
+def _shape_card(shape, data_folder) -> dict:
+    from .shape_model import CONFIDENCE_POWER, FIT_SIGMA_MM
+
+    return dict(modes=len(shape.variances), mode_sd_mm=np.sqrt(shape.variances).round(2).tolist(),
+                source=f"3D landmark labels of {data_folder}", fit_sigma_mm=FIT_SIGMA_MM,
+                confidence_power=CONFIDENCE_POWER)
+
+
+def run_shape_model(args) -> Path:
+    from .dataset import load_dataset
+    from .inference import LandmarkModel
+    from .shape_model import ShapeModel
+
+    model = LandmarkModel.load(args.model)
+    meta, data = load_dataset(args.data, keys=("xyz_ras", "def_centre"))
+    if list(meta["labels"]) != list(model.labels):
+        raise ValueError("the dataset's landmarks differ from the model's")
+    model.shape = ShapeModel.build(data["xyz_ras"], data["def_centre"], args.modes)
+    command = "fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None
+    model.save(args.model, dict(model.card, shape_model=dict(_shape_card(model.shape, args.data), command=command)))
+    print(f"shape model ({len(model.shape.variances)} modes, sd {np.sqrt(model.shape.variances[:3]).round(1)} ... mm) "
+          f"from {len(data['xyz_ras'])} labelled samples written into {args.model}")
+    return Path(args.model)
+
+
 def _record_metrics(model, folder, report: dict, meta: dict, data_folder) -> None:
     """Write the headline figures of ``report`` into the model card (the weights are unchanged)."""
     card = dict(model.card)
     card["metrics"] = {k: report[k] for k in ("samples", "within_10mm_2d", "within_10mm_3d", "mre_2d_mm", "mre_3d_mm",
                                               "2d", "3d", "2d_in_image", "2d_out_of_image", "3d_in_image",
-                                              "3d_out_of_image", "skull_surface", "eye_lens_in_field_accuracy")
+                                              "3d_out_of_image", "skull_surface", "eye_lens_in_field_accuracy",
+                                              "eye_lens_missed", "eye_lens_false_alarm", "network_without_shape_fit",
+                                              "3d_from_true_2d")
                        if k in report}
     card["metrics"]["test_data"] = dict(meta, folder=str(data_folder))
     model.save(folder, card)
@@ -230,6 +266,9 @@ def run_detect(args) -> list[Path]:
         geometry, source = geometry_from_tags(tags, image.shape, dict(
             sid_mm=args.sid, sod_mm=args.sod, pixel_spacing_mm=args.pixel_spacing, primary_deg=args.primary_angle,
             secondary_deg=args.secondary_angle, isocenter_ras=tuple(args.isocenter)))
+    if args.collimation_rect or args.collimation_circle:
+        geometry = replace(geometry, collimation=_collimation(args))
+        source["collimation"] = "options"
     model = LandmarkModel.load(args.model)
     app = HeadlessApplication()
     try:
@@ -240,7 +279,7 @@ def run_detect(args) -> list[Path]:
     finally:
         app.close()
     d = result.detection
-    print(f"geometry from {source}; {int(d.in_image.sum())}/{len(d.labels)} landmarks in the image; "
+    print(f"geometry from {source}; {int(d.in_image.sum())}/{len(d.labels)} landmarks in the image and its collimated field; "
           f"detected and added to the scene in {1000 * elapsed:.0f} ms; wrote {len(written)} files to {args.out}")
     for name, lens in result.eye_lenses.items():
         print(f"  {name}: {'IN the beam' if lens['in_field'] else 'not in the beam'} (confidence {lens['confidence']:.2f})")
@@ -306,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--global-only", action="store_true", help="skip the local refinement (with --update-card: the model folder keeps only the global network)")
     evaluate.set_defaults(func=run_evaluate)
 
+    shape = sub.add_parser("shape-model", help="(re)build a model's landmark shape model from a dataset's 3D labels "
+                                              "(the networks are unchanged)")
+    shape.add_argument("--data", required=True, help="training dataset folder from make-dataset")
+    shape.add_argument("--model", required=True, help="model folder to update")
+    shape.add_argument("--modes", type=int, default=24, help="principal modes kept")
+    shape.set_defaults(func=run_shape_model)
+
     det = sub.add_parser("detect", help="landmarks, 3D landmarks, skull and eye-lens exposure of one 2D frame")
     det.add_argument("image", help="2D image: NRRD, NIfTI, PNG, TIFF or DICOM (XA/RF tags give the geometry)")
     det.add_argument("--out", required=True)
@@ -319,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--secondary-angle", type=float, default=0.0, help="CRAN (+) / CAUD (-), degrees")
     det.add_argument("--isocenter", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("R", "A", "S"),
                      help="isocenter in patient RAS mm (3D results are relative to it)")
+    det.add_argument("--collimation-rect", type=float, nargs=4, metavar=("U", "V", "W", "H"),
+                     help="the collimated field, rectangular: centre and size in px (the eye-lens flag uses it)")
+    det.add_argument("--collimation-circle", type=float, nargs=3, metavar=("U", "V", "R"),
+                     help="the collimated field, circular: centre and radius in px")
     det.set_defaults(func=run_detect)
     return parser
 

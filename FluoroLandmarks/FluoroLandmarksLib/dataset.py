@@ -172,9 +172,9 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
     return meta
 
 
-def load_dataset(folder: str | os.PathLike) -> tuple[dict, dict]:
-    """(metadata, arrays concatenated over shards; per-variant deformation arrays are repeated
-    per sample)."""
+def load_dataset(folder: str | os.PathLike, keys: tuple[str, ...] | None = None) -> tuple[dict, dict]:
+    """(metadata, arrays concatenated over shards, only ``keys`` if given; per-variant
+    deformation arrays are repeated per sample)."""
     folder = Path(folder)
     meta_path = folder / "dataset.json"
     if not meta_path.exists():
@@ -183,8 +183,8 @@ def load_dataset(folder: str | os.PathLike) -> tuple[dict, dict]:
     parts: dict[str, list] = {}
     for path in sorted(folder.glob("shard_*.npz")):
         with np.load(path) as z:
-            n = len(z["images"])
-            for key in z.files:
+            n = len(z["uv"])
+            for key in (z.files if keys is None else keys):
                 value = z[key] if not key.startswith("def_") else np.repeat(z[key][None], n, axis=0)
                 parts.setdefault(key, []).append(value)
     return meta, {key: np.concatenate(v) for key, v in parts.items()}

@@ -18,7 +18,7 @@ import vtk
 
 from . import mrml
 from .geometry import CArmGeometry
-from .inference import Detection, LandmarkModel, detect
+from .inference import PRESENCE_THRESHOLD, Detection, LandmarkModel, detect
 from .landmarks import EYE_LENSES
 from .shape import warp_template
 from .synthesis import GEOMETRY_ATTRIBUTE, write_text_atomic
@@ -73,12 +73,13 @@ class FrameResult:
 
 
 def eye_lens_report(d: Detection) -> dict:
-    """Whether each eye lens is in the beam (estimated inside the image with presence > 0.5)."""
+    """Whether each eye lens is in the beam: estimated on the image inside the collimated field,
+    and seen by the network (presence > ``PRESENCE_THRESHOLD``)."""
     out = {}
     for name in EYE_LENSES:
         if name in d.labels:
             n = d.labels.index(name)
-            out[name] = dict(in_field=bool(d.in_image[n] and d.confidence[n] > 0.5), u=float(d.uv[n, 0]),
+            out[name] = dict(in_field=bool(d.in_image[n] and d.confidence[n] > PRESENCE_THRESHOLD), u=float(d.uv[n, 0]),
                              v=float(d.uv[n, 1]), confidence=float(d.confidence[n]),
                              position_ras=[float(x) for x in d.xyz_ras[n]])
     return out
@@ -92,7 +93,7 @@ def detect_frame(app_logic, image: np.ndarray, geometry: CArmGeometry, model: La
     scene = app_logic.GetMRMLScene()
     nodes = {"frame": mrml.add_image_volume(scene, name, image, geometry.detector_ijk_to_ras)}
     nodes["frame"].SetAttribute(GEOMETRY_ATTRIBUTE, json.dumps(geometry.to_dict()))
-    visible = d.in_image & (d.confidence > 0.5)
+    visible = d.in_image & (d.confidence > PRESENCE_THRESHOLD)
     nodes["landmarks_2d"] = mrml.add_points(scene, f"{name} landmarks 2D", d.labels, geometry.detector_point_ras(d.uv),
                                             visible)
     nodes["landmarks_3d"] = mrml.add_points(scene, f"{name} landmarks 3D", d.labels, d.xyz_ras, visible,

@@ -8,19 +8,34 @@ import time
 import numpy as np
 
 from .dataset import geometry_from_arrays
-from .inference import LandmarkModel, predict_network_frame
+from .inference import PRESENCE_THRESHOLD, LandmarkModel, place, predict_network_frame
 from .metrics import error_2d_mm, landmark_report, summary
 from .population import Deformation
 from .shape import TemplateWarp
 
 
-def predict_dataset(model: LandmarkModel, data: dict, batch: int = 64) -> dict[str, np.ndarray]:
-    """Predictions for every sample: ``uv`` (B, L, 2) px, ``xyz_ras`` (B, L, 3), ``confidence``."""
+def predict_dataset(model: LandmarkModel, data: dict, batch: int = 64, shape_fit: bool = True) -> dict[str, np.ndarray]:
+    """Predictions for every sample: ``uv`` (B, L, 2) px, ``depth`` (B, L) mm, ``xyz_ras`` (B, L, 3)
+    mm, ``confidence`` (B, L); also the network's own ``uv_network``, ``depth_network``, ``xyz_ras_network``."""
     parts = [predict_network_frame(model, data["images"][s:s + batch]) for s in range(0, len(data["images"]), batch)]
     p = {key: np.concatenate([q[key] for q in parts]) for key in parts[0]}
-    depth = data["sid_sod"][:, 1:] + p["depth_offset"]
-    xyz = np.stack([geometry_from_arrays(data, n).backproject(p["uv"][n], depth[n]) for n in range(len(depth))])
-    return dict(uv=p["uv"], xyz_ras=xyz, confidence=p["confidence"], depth=depth)
+    out: dict[str, list] = {}
+    for n in range(len(p["uv"])):
+        g = geometry_from_arrays(data, n)
+        for suffix, fit in (("", shape_fit), ("_network", False)):
+            uv, depth, xyz = place(model, p["uv"][n], p["depth_offset"][n], p["confidence"][n], g, fit)
+            for key, value in (("uv", uv), ("depth", depth), ("xyz_ras", xyz)):
+                out.setdefault(key + suffix, []).append(value)
+    return dict({key: np.stack(v) for key, v in out.items()}, confidence=p["confidence"])
+
+
+def true_2d_bound(model: LandmarkModel, data: dict, sigma_mm: float = 1.0) -> np.ndarray:
+    """(B, L) 3D errors (mm) of the shape-model fit to the true 2D positions of the landmarks in
+    the image, trusted to ``sigma_mm``: what this 3D method gives with a perfect 2D detector (the
+    head's unknown place along the beam remains)."""
+    fits = [model.shape.fit(data["uv"][n], data["in_image"][n].astype(float), geometry_from_arrays(data, n), sigma_mm)
+            for n in range(len(data["uv"]))]
+    return np.linalg.norm(np.stack([f.points_ras for f in fits]) - data["xyz_ras"], axis=-1)
 
 
 def skull_errors(data: dict, xyz_pred: np.ndarray, confidence: np.ndarray, template_vertices: np.ndarray,
@@ -49,10 +64,20 @@ def evaluate(model: LandmarkModel, meta: dict, data: dict, template_vertices: np
     err3d = np.linalg.norm(pred["xyz_ras"] - data["xyz_ras"], axis=-1)
     in_image = data["in_image"].astype(bool)
     report = landmark_report(list(model.labels), err2d, err3d, in_image)
+    if model.shape is not None:
+        net2d = error_2d_mm(pred["uv_network"], data["uv"], data["spacing"][:, 0], magnification)
+        net3d = np.linalg.norm(pred["xyz_ras_network"] - data["xyz_ras"], axis=-1)
+        report["network_without_shape_fit"] = {key: value for key, value in landmark_report(
+            list(model.labels), net2d, net3d, in_image).items() if key != "per_landmark"}
+        report["3d_from_true_2d"] = summary(true_2d_bound(model, data))
     eyes = [model.labels.index(n) for n in ("eye_lens_right", "eye_lens_left") if n in model.labels]
     if eyes:
-        predicted_in = pred["confidence"][:, eyes] > 0.5
-        report["eye_lens_in_field_accuracy"] = float((predicted_in == in_image[:, eyes]).mean())
+        in_field = np.stack([geometry_from_arrays(data, n).in_field_px(pred["uv"][n, eyes]) for n in range(len(err2d))])
+        predicted_in = in_field & (pred["confidence"][:, eyes] > PRESENCE_THRESHOLD)
+        truth = in_image[:, eyes]
+        report["eye_lens_in_field_accuracy"] = float((predicted_in == truth).mean())
+        report["eye_lens_missed"] = float((~predicted_in[truth]).mean()) if truth.any() else 0.0
+        report["eye_lens_false_alarm"] = float(predicted_in[~truth].mean()) if (~truth).any() else 0.0
     if template_vertices is not None:
         chosen = np.linspace(0, len(err2d) - 1, min(skull_samples, len(err2d))).astype(int)
         report["skull_surface"] = summary(skull_errors(data, pred["xyz_ras"], pred["confidence"], template_vertices,

@@ -229,11 +229,15 @@ class CArmGeometry:
         return ((uv[..., 0] >= -0.5) & (uv[..., 0] <= nu - 0.5) & (uv[..., 1] >= -0.5)
                 & (uv[..., 1] <= nv - 0.5))
 
+    def in_field_px(self, uv_px: np.ndarray) -> np.ndarray:
+        """True where pixel coordinates fall on the detector and inside the collimated field."""
+        return self.in_image(uv_px) & self.collimation.contains(uv_px)
+
     def in_field(self, points_ras: np.ndarray) -> np.ndarray:
         """True for RAS points in front of the source whose projection is on the detector and
         inside the collimated field."""
         uv, w = self.project(points_ras)
-        return (w > 0) & self.in_image(uv) & self.collimation.contains(uv)
+        return (w > 0) & self.in_field_px(uv)
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -1,5 +1,5 @@
 """The landmark model: weights I/O (sha256-checked, ``torch.load(weights_only=True)``) and the
-per-frame pipeline preprocess -> global -> local -> 3D.
+per-frame pipeline preprocess -> global -> local -> shape-model fit (3D).
 
 Image frame: pixel (u, v) = (column, row) of the input image, 0 = centre of the first pixel.
 3D: RAS mm through the frame's :class:`CArmGeometry`.
@@ -20,9 +20,11 @@ import torch.nn.functional as F
 from .dataset import IMAGE_SIZE
 from .geometry import CArmGeometry
 from .network import DEPTH_UNIT_MM, PatchFCNN, aggregate
+from .shape_model import CONFIDENCE_POWER, ShapeModel
 from .training import crops, normalize
 
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model_card.json"
+PRESENCE_THRESHOLD = 0.5  # a landmark counts as seen (e.g. an eye lens in the beam) above this confidence
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "landmarks"
 
 
@@ -36,6 +38,7 @@ class LandmarkModel:
     global_net: PatchFCNN
     local_net: PatchFCNN | None
     card: dict
+    shape: ShapeModel | None = None
 
     def save(self, folder: str | os.PathLike, card: dict) -> Path:
         """Write weights and model card (with the weights' sha256) atomically into ``folder``."""
@@ -44,6 +47,9 @@ class LandmarkModel:
         state = {"global": self.global_net.state_dict()}
         if self.local_net is not None:
             state["local"] = self.local_net.state_dict()
+        if self.shape is not None:
+            state["shape"] = {key: torch.from_numpy(np.asarray(value, np.float64))
+                              for key, value in vars(self.shape).items()}
         tmp = folder / f".{WEIGHTS_FILE}.tmp"
         torch.save(state, tmp)
         os.replace(tmp, folder / WEIGHTS_FILE)
@@ -76,13 +82,15 @@ class LandmarkModel:
         for net in (global_net, local_net):
             if net is not None:
                 net.eval()
-        return cls(card["labels"], global_net, local_net, card)
+        shape = ShapeModel(**{key: value.numpy() for key, value in state["shape"].items()}) if "shape" in state else None
+        return cls(card["labels"], global_net, local_net, card, shape)
 
 
 @dataclass
 class Detection:
     """Per landmark: ``uv`` (L, 2) input-image px, ``confidence`` (L,) max patch presence,
-    ``in_image`` (L,) on the image, ``depth_mm`` (L,), ``xyz_ras`` (L, 3) mm."""
+    ``in_image`` (L,) on the image and inside the geometry's collimated field, ``depth_mm`` (L,),
+    ``xyz_ras`` (L, 3) mm."""
 
     labels: list[str]
     uv: np.ndarray
@@ -135,6 +143,18 @@ def predict_network_frame(model: LandmarkModel, images: np.ndarray) -> dict[str,
                 confidence=est["presence"].numpy())
 
 
+def place(model: LandmarkModel, uv: np.ndarray, depth_offset_mm: np.ndarray, confidence: np.ndarray,
+          geometry: CArmGeometry, shape_fit: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Final (L, 2) px, (L,) depth mm and (L, 3) RAS mm of one frame's network estimates: the
+    model's shape model fitted to them (confidence-weighted), or without one (or ``shape_fit``
+    False) the estimates back-projected at their own depths."""
+    if model.shape is None or not shape_fit:
+        depth = geometry.sod_mm + depth_offset_mm
+        return uv, depth, geometry.backproject(uv, depth)
+    fit = model.shape.fit(uv, confidence ** CONFIDENCE_POWER, geometry)
+    return fit.uv, fit.depth_mm, fit.points_ras
+
+
 def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry) -> Detection:
     """Landmarks of one frame (rows, columns) whose acquisition is ``geometry`` (its detector size
     must be the image's (columns, rows))."""
@@ -144,7 +164,5 @@ def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry) -> D
                          f"({cols}, {rows})")
     square, scale, offset = to_network_frame(image)
     p = predict_network_frame(model, square[None])
-    uv = p["uv"][0] * scale - offset
-    depth = geometry.sod_mm + p["depth_offset"][0]
-    return Detection(list(model.labels), uv, p["confidence"][0], geometry.in_image(uv), depth,
-                     geometry.backproject(uv, depth))
+    uv, depth, xyz = place(model, p["uv"][0] * scale - offset, p["depth_offset"][0], p["confidence"][0], geometry)
+    return Detection(list(model.labels), uv, p["confidence"][0], geometry.in_field_px(uv), depth, xyz)

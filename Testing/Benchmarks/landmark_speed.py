@@ -1,4 +1,4 @@
-"""Per-frame speed of the landmark pipeline: preprocess -> global -> local -> 3D -> skull.
+"""Per-frame speed of the landmark pipeline: preprocess -> global -> local -> shape fit (3D) -> skull.
 
     python Testing/Benchmarks/landmark_speed.py [--model DIR] [--frames N] [--threads 1] [--json FILE]
 
@@ -22,7 +22,8 @@ from FluoroLandmarksLib.dataset import appearance, random_geometry  # noqa: E402
 from FluoroLandmarksLib.detection import read_skull_template  # noqa: E402
 from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu  # noqa: E402
 from FluoroLandmarksLib.headless import HeadlessApplication  # noqa: E402
-from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel, predict_network_frame, to_network_frame  # noqa: E402
+from FluoroLandmarksLib.inference import (SHIPPED_MODEL, LandmarkModel, place, predict_network_frame,  # noqa: E402
+                                          to_network_frame)
 from FluoroLandmarksLib.shape import TemplateWarp  # noqa: E402
 from FluoroLandmarksLib.synthesis import volume_center_ras  # noqa: E402
 
@@ -51,7 +52,7 @@ def main(argv=None):
     template = mrml.polydata_points(read_skull_template(args.model))
     warp = TemplateWarp(template, np.asarray(model.card["template_landmarks_ras"]))  # once per model
     stream = frames(32)
-    stages = {"preprocess": 0.0, "global+local networks": 0.0, "3D": 0.0, "skull": 0.0}
+    stages = {"preprocess": 0.0, "global+local networks": 0.0, "shape fit (3D)": 0.0, "skull": 0.0}
     for n in range(args.frames + 5):
         image, g = stream[n % len(stream)]
         t0 = time.perf_counter()
@@ -59,9 +60,7 @@ def main(argv=None):
         t1 = time.perf_counter()
         p = predict_network_frame(model, square[None])
         t2 = time.perf_counter()
-        uv = p["uv"][0] * scale - offset
-        depth = g.sod_mm + p["depth_offset"][0]
-        xyz = g.backproject(uv, depth)
+        _, _, xyz = place(model, p["uv"][0] * scale - offset, p["depth_offset"][0], p["confidence"][0], g)
         t3 = time.perf_counter()
         warp(xyz, p["confidence"][0])
         t4 = time.perf_counter()
