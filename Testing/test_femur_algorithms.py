@@ -1,5 +1,6 @@
 """FemurSegment algorithm files on constructed inputs with known answers: anatomy (sides,
-proximal cut), metrics, calibration fit and its errors, input checks, patches, model files."""
+proximal cut), metrics, calibration fit and its errors, input checks, body box, boundary snapping,
+patches, model files."""
 
 import json
 
@@ -9,12 +10,13 @@ import SimpleITK as sitk
 import torch
 
 from FemurSegmentLib import anatomy
+from FemurSegmentLib.boundary import snap_to_cortex
 from FemurSegmentLib.calibration import CalibrationError, fit
 from FemurSegmentLib.metrics import hd95, overlap, r_squared
 from FemurSegmentLib.model import FemurModel
 from FemurSegmentLib.network import SmallVNet
 from FemurSegmentLib.training import PATCH, Case, sample_patch
-from FemurSegmentLib.volumes import InputError, check_ct
+from FemurSegmentLib.volumes import InputError, body_box, check_ct
 
 
 def grid(shape_kji, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
@@ -188,3 +190,29 @@ def test_proximal_labels_cut_each_side_at_its_own_apex():
     cut = anatomy.proximal_labels(labels, g, length_mm=30.0)
     assert np.flatnonzero((cut == 1).any(axis=(1, 2))).tolist() == list(range(39, 50))
     assert np.flatnonzero((cut == 2).any(axis=(1, 2))).tolist() == list(range(29, 40))
+
+
+def test_snap_to_cortex_recovers_a_bone_from_a_coarse_mask():
+    # A "femur" cylinder along k: cortex 900 HU (radius 8..10 mm), marrow 60 HU, in muscle 50 HU.
+    shape = (20, 60, 60)
+    k, j, i = np.indices(shape)
+    r = np.hypot((j - 30) * 0.8, (i - 30) * 0.8)                       # mm, 0.8 mm pixels
+    hu = np.where(r <= 10, np.where(r >= 8, 900, 60), 50).astype(np.int16)
+    ct = sitk.GetImageFromArray(hu)
+    ct.SetSpacing((0.8, 0.8, 2.0))
+    truth = r <= 10
+    for coarse in (r <= 11.2, r <= 9.4):                                # 1.2 mm too big / 0.6 mm too small
+        refined = snap_to_cortex(coarse, ct)
+        assert overlap(refined, truth)["dice"] > 0.99 > overlap(coarse, truth)["dice"]
+    assert not snap_to_cortex(np.zeros(shape, bool), ct).any()
+
+
+def test_body_box_leaves_out_the_table_but_keeps_both_legs():
+    hu = np.full((30, 80, 100), -1000.0)
+    hu[:, 10:50, 10:45] = 40          # left leg
+    hu[:, 10:50, 55:90] = 40          # right leg, not touching
+    hu[:, 62, :] = 300                # table, below the body, separate (7 % of a leg)
+    box = body_box(hu, margin=2)
+    assert box[1] == slice(8, 52) and box[2] == slice(8, 92)
+    with pytest.raises(InputError):
+        body_box(np.full((5, 5, 5), -1000.0))

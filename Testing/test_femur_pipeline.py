@@ -75,6 +75,20 @@ def test_shipped_model_on_the_sample_ct(app, model):
     assert centres["Left femur"] < centres["Right femur"]   # RAS x
 
 
+def test_cancel_is_honoured_inside_the_network_stage(model):
+    from FemurSegmentLib.inference import Cancelled, segment
+
+    calls = []
+
+    def progress(fraction, stage):
+        calls.append((fraction, stage))
+        return not (stage == "network" and fraction > 0.2)  # cancel after the first window
+
+    with pytest.raises(Cancelled):
+        segment(model, sitk.ReadImage(str(SAMPLE_CT)), progress=progress)
+    assert [s for _, s in calls] == ["network", "network"] and calls[-1][0] < 0.8
+
+
 def test_cli_writes_every_output_and_reloads(tmp_path):
     out = tmp_path / "run"
     assert main([str(SAMPLE_CT), "--out", str(out), "--side", "left"]) == 0

@@ -1,8 +1,9 @@
 """CT -> left/right femur label array on the CT's own grid.
 
 Pipeline (each stage timed): check the input -> resample to the working grid and crop to the
-body -> sliding-window V-Net (MONAI) -> femur probability back on the CT grid -> split by patient
-side, keep each side's largest component -> optional proximal cut (:mod:`.anatomy`).
+body -> sliding-window V-Net (MONAI) -> femur probability back on the CT grid -> boundary snapped
+to the cortex at full resolution (:mod:`.boundary`) -> split by patient side, keep each side's
+largest component -> optional proximal cut (:mod:`.anatomy`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from . import anatomy
+from .boundary import snap_to_cortex
 from .model import FemurModel
 from .volumes import InputError, body_box, check_ct, normalize, resample, working_grid
 
@@ -38,6 +40,22 @@ class Segmentation:
     warnings: list[str] = field(default_factory=list)
 
 
+class _Predictor:
+    """The network per sliding window, reporting progress so that a cancel is honoured within
+    the network stage."""
+
+    def __init__(self, model: FemurModel, shape: tuple[int, ...], progress: Progress | None):
+        self.net, self.progress, self.done = model.net, progress, 0
+        steps = [max(1, int(w * (1 - OVERLAP))) for w in WINDOW]
+        self.total = int(np.prod([max(0, -(-(n - w) // s)) + 1 for n, w, s in zip(shape, WINDOW, steps)]))
+
+    def __call__(self, window: torch.Tensor) -> torch.Tensor:
+        if self.progress and self.progress(0.2 + 0.6 * min(self.done / self.total, 1.0), "network") is False:
+            raise Cancelled("cancelled")
+        self.done += len(window)
+        return self.net(window)
+
+
 def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress: Progress | None = None) -> sitk.Image:
     """Femur probability (float32, 0..1) on ``ct``'s grid."""
     t = time.perf_counter()
@@ -46,12 +64,10 @@ def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress
     box = body_box(hu)
     x = torch.from_numpy(normalize(hu[box]))[None, None]
     timings["resample_s"] = time.perf_counter() - t
-    if progress and progress(0.2, "network") is False:
-        raise Cancelled("cancelled")
     t = time.perf_counter()
     with torch.inference_mode():
-        logits = sliding_window_inference(x, WINDOW, sw_batch_size=1, predictor=model.net, overlap=OVERLAP,
-                                          mode="gaussian")
+        logits = sliding_window_inference(x, WINDOW, sw_batch_size=1, predictor=_Predictor(model, x.shape[2:], progress),
+                                          overlap=OVERLAP, mode="gaussian")
         femur = torch.softmax(logits, 1)[0, 1].numpy()
     timings["network_s"] = time.perf_counter() - t
     if progress and progress(0.8, "post-processing") is False:
@@ -76,7 +92,10 @@ def segment(model: FemurModel, ct: sitk.Image, side: str = "both", proximal: boo
     t = time.perf_counter()
     check_ct(ct)
     timings["check_s"] = time.perf_counter() - t
-    mask = sitk.GetArrayFromImage(femur_probability(model, ct, timings, progress)) > 0.5
+    coarse = sitk.GetArrayFromImage(femur_probability(model, ct, timings, progress)) > 0.5
+    t = time.perf_counter()
+    mask = snap_to_cortex(coarse, ct)
+    timings["boundary_s"] = time.perf_counter() - t
     t = time.perf_counter()
     hu = sitk.GetArrayViewFromImage(ct)
     parts = anatomy.split_sides(mask, ct, anatomy.midline(hu, ct))

@@ -71,11 +71,17 @@ def normalize(hu: np.ndarray) -> np.ndarray:
     return ((np.clip(hu, low, high) - low) / (high - low) * 2.0 - 0.5).astype(np.float32)
 
 
-def body_box(hu: np.ndarray, margin: int = 4) -> tuple[slice, ...]:
-    """Bounding box (slices into ``hu``) of voxels above -500 HU, plus ``margin`` voxels."""
+def body_box(hu: np.ndarray, margin: int = 4, part: float = 0.2) -> tuple[slice, ...]:
+    """Bounding box (slices into ``hu``) of the body, plus ``margin`` voxels: the connected
+    regions above -500 HU at least ``part`` times as large as the largest one (both legs of a
+    lower-limb scan count; the table and small objects do not)."""
     inside = hu > -500
     if not inside.any():
         raise InputError("no body found (no voxel above -500 HU)")
+    labels = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(
+        sitk.GetImageFromArray(inside.astype(np.uint8)))))
+    sizes = np.bincount(labels.ravel())[1:]
+    inside = (labels > 0) & (labels <= int((sizes >= part * sizes[0]).sum()))
     box = []
     for axis in range(3):
         any_other = inside.any(axis=tuple(a for a in range(3) if a != axis))
