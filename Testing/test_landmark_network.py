@@ -159,3 +159,21 @@ def test_geometry_from_dicom_tags_overrides_the_options():
     assert set(source.values()) == {"dicom", "option"} and source["isocenter_ras"] == "option"
     g, source = geometry_from_tags({}, (480, 640), defaults)
     assert g.sid_mm == 1000.0 and set(source.values()) == {"option"}
+
+
+def test_collimated_field_from_dicom_tags():
+    from FluoroLandmarksLib.frames import geometry_from_tags
+
+    defaults = dict(sid_mm=1000.0, sod_mm=750.0, pixel_spacing_mm=1.2, primary_deg=0.0, secondary_deg=0.0,
+                    isocenter_ras=(0.0, 0.0, 0.0))
+    rect = {"0018|1700": "RECTANGULAR", "0018|1702": "101", "0018|1704": "501", "0018|1706": "51", "0018|1708": "351"}
+    g, source = geometry_from_tags(rect, (480, 640), defaults)
+    assert g.collimation.shape == "rect" and source["collimation"] == "dicom"
+    assert g.in_field_px(np.array([[100.0, 50.0], [500.0, 350.0], [300.0, 200.0]])).all()
+    assert not g.in_field_px(np.array([[99.0, 200.0], [300.0, 351.0]])).any()
+    circle = {"0018|1700": "CIRCULAR", "0018|1710": "241\\321", "0018|1712": "100"}  # centre row 241, column 321
+    g, _ = geometry_from_tags(circle, (480, 640), defaults)
+    assert g.collimation.center_px == (320.0, 240.0) and g.collimation.radius_px == 100.0
+    assert g.in_field_px(np.array([[320.0, 145.0]])).all() and not g.in_field_px(np.array([[320.0, 130.0]])).any()
+    g, source = geometry_from_tags({"0018|1700": "RECTANGULAR"}, (480, 640), defaults)  # edges missing
+    assert g.collimation.shape == "none" and "collimation" not in source

@@ -1,5 +1,5 @@
 """Reading one 2D X-ray / fluoroscopy frame (NRRD, NIfTI, PNG, TIFF, DICOM) and its C-arm
-geometry from DICOM XA/RF tags where present."""
+geometry, collimated field included, from DICOM XA/RF tags where present."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .geometry import CArmGeometry
+from .geometry import CArmGeometry, Collimation
 
 _TAGS = {"sid": "0018|1110", "sod": "0018|1111", "primary": "0018|1510", "secondary": "0018|1511",
-         "imager_spacing": "0018|1164", "pixel_spacing": "0028|0030"}
+         "imager_spacing": "0018|1164", "pixel_spacing": "0028|0030", "collimator_shape": "0018|1700",
+         "left": "0018|1702", "right": "0018|1704", "upper": "0018|1706", "lower": "0018|1708",
+         "circle_centre": "0018|1710", "circle_radius": "0018|1712"}
 
 
 def read_frame(path: str | os.PathLike, index: int = 0) -> tuple[np.ndarray, dict[str, str]]:
@@ -63,7 +65,24 @@ def geometry_from_tags(tags: dict[str, str], image_shape: tuple[int, int], defau
     if spacing:
         values["pixel_spacing_mm"], source["pixel_spacing_mm"] = spacing, "dicom"
     rows, cols = image_shape
+    collimation = _collimation(tags.get(_TAGS["collimator_shape"], "").upper(), number)
+    if collimation.shape != "none":
+        source["collimation"] = "dicom"
     geometry = CArmGeometry(tuple(values["isocenter_ras"]), values["primary_deg"], values["secondary_deg"],
                             values["sid_mm"], values["sod_mm"], (cols, rows),
-                            (values["pixel_spacing_mm"], values["pixel_spacing_mm"]))
+                            (values["pixel_spacing_mm"], values["pixel_spacing_mm"]), collimation)
     return geometry, source
+
+
+def _collimation(shape: str, number) -> Collimation:
+    """The X-Ray Collimator module's field in pixels (u = column, v = row, 0 = first pixel; the
+    tags count columns and rows from 1). Rectangular: left/right column and upper/lower row edges;
+    circular: centre (row, column) and radius."""
+    t = _TAGS
+    if shape == "RECTANGULAR" and None not in (edges := [number(t[k]) for k in ("left", "right", "upper", "lower")]):
+        left, right, upper, lower = (e - 1 for e in edges)
+        return Collimation("rect", ((left + right) / 2, (upper + lower) / 2), (right - left, lower - upper))
+    if shape == "CIRCULAR" and None not in (c := [number(t["circle_centre"], 0), number(t["circle_centre"], 1),
+                                                  number(t["circle_radius"])]):
+        return Collimation("circle", (c[1] - 1, c[0] - 1), radius_px=c[2])
+    return Collimation()
