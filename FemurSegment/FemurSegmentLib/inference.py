@@ -83,9 +83,10 @@ def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress
 
 
 def segment(model: FemurModel, ct: sitk.Image, side: str = "both", proximal: bool = True,
-            progress: Progress | None = None) -> Segmentation:
+            progress: Progress | None = None, snap: bool = True) -> Segmentation:
     """Segment the femur(s) of ``ct`` (HU). Raises :class:`InputError` for unusable input or
-    when no requested femur is found, :class:`Cancelled` if ``progress`` returns False."""
+    when no requested femur is found, :class:`Cancelled` if ``progress`` returns False.
+    ``snap`` False keeps the network's own boundary (benchmarks compare the two)."""
     if side not in ("both", *anatomy.SIDES):
         raise ValueError(f"side must be both, left or right, not {side!r}")
     timings: dict[str, float] = {}
@@ -94,7 +95,7 @@ def segment(model: FemurModel, ct: sitk.Image, side: str = "both", proximal: boo
     timings["check_s"] = time.perf_counter() - t
     coarse = sitk.GetArrayFromImage(femur_probability(model, ct, timings, progress)) > 0.5
     t = time.perf_counter()
-    mask = snap_to_cortex(coarse, ct)
+    mask = snap_to_cortex(coarse, ct) if snap else coarse
     timings["boundary_s"] = time.perf_counter() - t
     t = time.perf_counter()
     hu = sitk.GetArrayViewFromImage(ct)

@@ -45,7 +45,7 @@ def prepare_case(name: str, ct: sitk.Image, femur: sitk.Image | None) -> Case:
     a head, to learn what is *not* femur) to the working grid, crop to the body."""
     grid = working_grid(ct)
     hu = sitk.GetArrayFromImage(resample(ct, grid))
-    box = body_box(hu)
+    box = body_box(hu, part=0.0)  # all regions above -500 HU, the table too: more background to learn from
     if femur is None:
         return Case(name, normalize(hu[box]), np.zeros(hu[box].shape, np.uint8), NEGATIVE_WEIGHT)
     mask = sitk.GetArrayFromImage(resample(sitk.Cast(femur > 0, sitk.sitkUInt8), grid, label=True))

@@ -1,6 +1,6 @@
 """Leave-one-case-out V-Net on the shared pelvis CTs, against both reference label sets.
 
-    python Testing/Benchmarks/femur_cross_validation.py --data ../shared/data/hip_ct [--steps N] [--json FILE]
+    python Testing/Benchmarks/femur_cross_validation.py --data ../shared/data/hip_ct [--steps N] [--json FILE] [--models DIR]
 
 For each case: train on the other case's MIT-licensed whole-femur labels (yuta-hi label 2) plus the
 project's sample head CT as a femur-free negative (the shipped model's recipe), segment
@@ -8,7 +8,8 @@ the held-out CT, and compare per side with
   * the MIT labels, both cut to this project's proximal-femur definition (100 mm below the apex);
   * the clinician radiotherapy contours (no licence), on the axial slices each contour covers,
     with Ref002-right also reported without its four defective slices (k 71..74, data README).
-Models trained here are never written to the repository.
+Each held-out CT is segmented twice, with the boundary snapped to the cortex (the shipped pipeline) and with the
+network's own boundary. Models trained here are never written to the repository.
 """
 
 import argparse
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +28,7 @@ from FemurSegmentLib.evaluation import compare, reference_sides, summarize  # no
 from FemurSegmentLib.inference import segment  # noqa: E402
 from FemurSegmentLib.model import FemurModel  # noqa: E402
 from FemurSegmentLib.training import prepare_case, train  # noqa: E402
+from FemurSegmentLib.volumes import InputError  # noqa: E402
 
 CASES = ("Pelvic-Ref002", "Pelvic-Ref005")
 HEAD_CT = ROOT / "FluoroLandmarks" / "Resources" / "SampleData" / "ProMED_CT_0051.nrrd"  # femur-free negative
@@ -52,6 +55,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, required=True, help="hip_ct folder")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--models", type=Path, help="also keep each fold's model here (never in the repository)")
     args = parser.parse_args()
     if not all((args.data / f"{c}_ct.nrrd").is_file() for c in CASES):
         parser.error(f"{args.data} does not hold {', '.join(CASES)} (see ../shared/data/hip_ct)")
@@ -60,28 +64,43 @@ def main() -> int:
     manual = {c: sitk.ReadImage(str(args.data / f"{c}_femur_manual.nrrd")) for c in CASES}
     prepared = {c: prepare_case(c, cts[c], mit[c] == MIT_FEMUR) for c in CASES}
     negative = prepare_case("head CT (no femur)", sitk.ReadImage(str(HEAD_CT)), None)
-    results = {"mit_proximal": {}, "clinician": {}, "clinician_without_defect": {}, "training": {}, "runtime": {}}
+    results = {"training": {}, "runtime": {}, "warnings": {}}
+    variants = {"": True, "network_boundary_": False}  # key prefix -> snap the boundary to the cortex
     for held_out in CASES:
         train_on = [c for c in CASES if c != held_out]
         print(f"\n== held out {held_out}: training on {train_on} for {args.steps} steps", flush=True)
         net, summary = train([prepared[c] for c in train_on] + [negative], steps=args.steps, seed=1)
         results["training"][held_out] = summary
         model = FemurModel(net, {})
-        t = time.perf_counter()
-        seg = segment(model, cts[held_out], proximal=False)
-        results["runtime"][held_out] = {"seconds": time.perf_counter() - t, **seg.timings}
+        if args.models:
+            model.save(args.models / held_out, {"trained_on": train_on, **summary})
         ct = cts[held_out]
-        results["mit_proximal"][held_out] = compare(anatomy.proximal_labels(seg.labels, ct),
-                                                    reference_sides(mit[held_out], MIT_FEMUR, True), ct)
         ref = reference_sides(manual[held_out], None, False)
-        results["clinician"][held_out] = compare(seg.labels, ref, ct, reference_slices=True)
-        results["clinician_without_defect"][held_out] = compare(seg.labels, ref, ct, reference_slices=True,
-                                                                exclude=DEFECTIVE.get(held_out))
-    table("MIT whole-femur labels cut to the proximal definition (leave-one-case-out)", results["mit_proximal"])
-    table("Clinician contours, on the contours' slices", results["clinician"])
-    table("Clinician contours, Ref002-right without slices k 71..74", results["clinician_without_defect"])
-    for key in ("mit_proximal", "clinician", "clinician_without_defect"):
-        results[f"{key}_summary"] = summarize(results[key])
+        for prefix, snap in variants.items():
+            t = time.perf_counter()
+            try:
+                seg = segment(model, ct, proximal=False, snap=snap)
+                labels, warnings, timings = seg.labels, seg.warnings, seg.timings
+            except InputError as error:  # no femur found at all: scored as an empty segmentation
+                labels, warnings, timings = np.zeros(sitk.GetArrayViewFromImage(ct).shape, np.uint8), [str(error)], {}
+            if snap:
+                results["runtime"][held_out] = {"seconds": time.perf_counter() - t, **timings}
+            results["warnings"][prefix + held_out] = warnings
+            print(f"{held_out} ({'cortex-snapped' if snap else 'network'} boundary): warnings {warnings}", flush=True)
+            results.setdefault(prefix + "mit_proximal", {})[held_out] = compare(
+                anatomy.proximal_labels(labels, ct), reference_sides(mit[held_out], MIT_FEMUR, True), ct)
+            results.setdefault(prefix + "clinician", {})[held_out] = compare(labels, ref, ct, reference_slices=True)
+            results.setdefault(prefix + "clinician_without_defect", {})[held_out] = compare(
+                labels, ref, ct, reference_slices=True, exclude=DEFECTIVE.get(held_out))
+    for prefix, snap in variants.items():
+        boundary = "boundary snapped to the cortex (shipped)" if snap else "the network's own boundary"
+        table(f"MIT whole-femur labels cut to the proximal definition (leave-one-case-out), {boundary}",
+              results[prefix + "mit_proximal"])
+        table(f"Clinician contours, on the contours' slices, {boundary}", results[prefix + "clinician"])
+        table(f"Clinician contours, Ref002-right without slices k 71..74, {boundary}",
+              results[prefix + "clinician_without_defect"])
+        for key in ("mit_proximal", "clinician", "clinician_without_defect"):
+            results[f"{prefix}{key}_summary"] = summarize(results[prefix + key])
     for case, r in results["runtime"].items():
         print(f"segmentation of {case}: {r['seconds']:.1f} s "
               f"({', '.join(f'{k} {v:.1f}' for k, v in r.items() if k != 'seconds')})")
