@@ -105,7 +105,7 @@ def segment(model: FemurModel, ct: sitk.Image, side: str = "both", proximal: boo
     labels = np.zeros(mask.shape, np.uint8)
     found, warnings = [], []
     for name in wanted:
-        part = anatomy.proximal(parts[name], ct) if proximal else parts[name]
+        part = anatomy.proximal(parts[name], ct)  # the plausibility rules are about the proximal femur
         if part.sum() * voxel_cm3 < anatomy.MIN_FEMUR_CM3:
             warnings.append(f"no {name} femur found")
             continue
@@ -113,7 +113,7 @@ def segment(model: FemurModel, ct: sitk.Image, side: str = "both", proximal: boo
         if mean_hu > anatomy.MAX_FEMUR_MEAN_HU:
             warnings.append(f"no {name} femur found (the candidate's mean {mean_hu:.0f} HU is too dense for a femur)")
             continue
-        labels[part] = anatomy.LABEL_VALUES[name]
+        labels[part if proximal else parts[name]] = anatomy.LABEL_VALUES[name]
         found.append(name)
     timings["postprocess_s"] = time.perf_counter() - t
     if not found:

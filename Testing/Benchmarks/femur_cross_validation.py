@@ -55,7 +55,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, required=True, help="hip_ct folder")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--models", type=Path, help="also keep each fold's model here (never in the repository)")
+    parser.add_argument("--models", type=Path, help="keep each fold's model here (never in the repository) and reuse "
+                        "one already there that was trained with the same --steps")
     args = parser.parse_args()
     if not all((args.data / f"{c}_ct.nrrd").is_file() for c in CASES):
         parser.error(f"{args.data} does not hold {', '.join(CASES)} (see ../shared/data/hip_ct)")
@@ -69,11 +70,17 @@ def main() -> int:
     for held_out in CASES:
         train_on = [c for c in CASES if c != held_out]
         print(f"\n== held out {held_out}: training on {train_on} for {args.steps} steps", flush=True)
-        net, summary = train([prepared[c] for c in train_on] + [negative], steps=args.steps, seed=1)
+        kept = args.models / held_out if args.models else None
+        if kept and (kept / "model_card.json").exists() and FemurModel.load(kept).card.get("steps") == args.steps:
+            model = FemurModel.load(kept)  # this fold's model from an earlier run of the same recipe
+            summary = {k: v for k, v in model.card.items() if k not in ("architecture", "sha256", "parameters")}
+            print(f"reusing the fold model in {kept}", flush=True)
+        else:
+            net, summary = train([prepared[c] for c in train_on] + [negative], steps=args.steps, seed=1)
+            model = FemurModel(net, {})
+            if kept:
+                model.save(kept, {"trained_on": train_on, **summary})
         results["training"][held_out] = summary
-        model = FemurModel(net, {})
-        if args.models:
-            model.save(args.models / held_out, {"trained_on": train_on, **summary})
         ct = cts[held_out]
         ref = reference_sides(manual[held_out], None, False)
         for prefix, snap in variants.items():
