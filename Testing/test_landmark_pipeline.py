@@ -9,18 +9,32 @@ import pytest
 
 from conftest import SAMPLE_CT, SAMPLE_LANDMARKS
 from FluoroLandmarksLib import cli, mrml
+from FluoroLandmarksLib.dataset import load_dataset
 from FluoroLandmarksLib.inference import LandmarkModel
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("landmarks")
-    for name, count, seed in (("train", 48, 1), ("test", 16, 99)):
+    for name, count, seed in (("train", 32, 1), ("train_more", 16, 2), ("test", 16, 99)):
         assert cli.main(["make-dataset", "--ct", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--count",
                          str(count), "--seed", str(seed), "--per-variant", "16", "--out", str(root / name)]) == 0
-    assert cli.main(["train", "--data", str(root / "train"), "--out", str(root / "model"), "--global-steps", "3",
+    assert cli.main(["train", "--data", str(root / "train"), str(root / "train_more"), "--out", str(root / "model"),
+                     "--global-steps", "3",
                      "--local-steps", "3", "--batch", "4", "--test", str(root / "test")]) == 0
     return root
+
+
+def test_training_on_two_dataset_folders_uses_both(tiny_model, tmp_path):
+    card = json.loads((tiny_model / "model" / "model_card.json").read_text())
+    assert card["data"]["samples"] == 48 and card["data"]["seed"] == [1, 2]
+    meta, data = load_dataset([tiny_model / "train", tiny_model / "train_more"], keys=("uv",))
+    assert len(data["uv"]) == 48
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "dataset.json").write_text(json.dumps(dict(meta, labels=meta["labels"][::-1])))
+    with pytest.raises(ValueError, match="labels differ"):
+        load_dataset([tiny_model / "train", other])
 
 
 def test_model_card_and_safe_loading(tiny_model, tmp_path):

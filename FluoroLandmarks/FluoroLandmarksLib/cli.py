@@ -170,7 +170,7 @@ def run_train(args) -> Path:
     model = LandmarkModel(labels, global_net, local_net, {}, ShapeModel.build(data["xyz_ras"], data["def_centre"]))
     card = dict(
         name="FluoroLandmarks global-to-local landmark FCNN",
-        data=dict(meta, folder=str(args.data), template_ct=Path(args.template_ct).name,
+        data=dict(meta, folder=" ".join(map(str, args.data)), template_ct=Path(args.template_ct).name,
                   note="synthetic DRRs of random head variants of the GPL-2 sample CT; no patient images"),
         command="fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None,
         training=dict(global_=g_info, local=l_info, seconds=seconds, threads=args.threads, device="cpu"),
@@ -189,11 +189,11 @@ def run_train(args) -> Path:
     return Path(args.out)
 
 
-def _shape_card(shape, data_folder) -> dict:
+def _shape_card(shape, data_folders: list) -> dict:
     from .shape_model import CONFIDENCE_POWER, FIT_SIGMA_MM
 
     return dict(modes=len(shape.variances), mode_sd_mm=np.sqrt(shape.variances).round(2).tolist(),
-                source=f"3D landmark labels of {data_folder}", fit_sigma_mm=FIT_SIGMA_MM,
+                source="3D landmark labels of " + " ".join(map(str, data_folders)), fit_sigma_mm=FIT_SIGMA_MM,
                 confidence_power=CONFIDENCE_POWER)
 
 
@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.set_defaults(func=run_make_dataset)
 
     train = sub.add_parser("train", help="train the global and local landmark networks on a dataset (CPU)")
-    train.add_argument("--data", required=True, help="dataset folder from make-dataset")
+    train.add_argument("--data", required=True, nargs="+", help="dataset folder(s) from make-dataset")
     train.add_argument("--out", required=True, help="model folder to write")
     train.add_argument("--test", help="held-out dataset folder: evaluate and record the metrics in the model card")
     train.add_argument("--global-steps", type=int, default=4000)
@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     shape = sub.add_parser("shape-model", help="(re)build a model's landmark shape model from a dataset's 3D labels "
                                               "(the networks are unchanged)")
-    shape.add_argument("--data", required=True, help="training dataset folder from make-dataset")
+    shape.add_argument("--data", required=True, nargs="+", help="training dataset folder(s) from make-dataset")
     shape.add_argument("--model", required=True, help="model folder to update")
     shape.add_argument("--modes", type=int, default=24, help="principal modes kept")
     shape.set_defaults(func=run_shape_model)

@@ -172,19 +172,25 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
     return meta
 
 
-def load_dataset(folder: str | os.PathLike, keys: tuple[str, ...] | None = None) -> tuple[dict, dict]:
-    """(metadata, arrays concatenated over shards, only ``keys`` if given; per-variant
-    deformation arrays are repeated per sample)."""
-    folder = Path(folder)
-    meta_path = folder / "dataset.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{folder} is not a dataset folder (no dataset.json)")
-    meta = json.loads(meta_path.read_text())
-    parts: dict[str, list] = {}
-    for path in sorted(folder.glob("shard_*.npz")):
-        with np.load(path) as z:
-            n = len(z["uv"])
-            for key in (z.files if keys is None else keys):
-                value = z[key] if not key.startswith("def_") else np.repeat(z[key][None], n, axis=0)
-                parts.setdefault(key, []).append(value)
+def load_dataset(folders: str | os.PathLike | list, keys: tuple[str, ...] | None = None) -> tuple[dict, dict]:
+    """(metadata, arrays concatenated over the shards of one dataset folder or several made with the
+    same labels, only ``keys`` if given; per-variant deformation arrays are repeated per sample)."""
+    folders = [Path(f) for f in (folders if isinstance(folders, (list, tuple)) else [folders])]
+    metas, parts = [], {}
+    for folder in folders:
+        meta_path = folder / "dataset.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{folder} is not a dataset folder (no dataset.json)")
+        metas.append(json.loads(meta_path.read_text()))
+        if metas[-1]["labels"] != metas[0]["labels"]:
+            raise ValueError(f"{folder}: its landmark labels differ from those of {folders[0]}")
+        for path in sorted(folder.glob("shard_*.npz")):
+            with np.load(path) as z:
+                n = len(z["uv"])
+                for key in (z.files if keys is None else keys):
+                    value = z[key] if not key.startswith("def_") else np.repeat(z[key][None], n, axis=0)
+                    parts.setdefault(key, []).append(value)
+    meta = metas[0] if len(metas) == 1 else dict(
+        metas[0], samples=sum(m["samples"] for m in metas), seed=[m["seed"] for m in metas],
+        shards=sum(m["shards"] for m in metas), seconds=sum(m["seconds"] for m in metas))
     return meta, {key: np.concatenate(v) for key, v in parts.items()}

@@ -37,20 +37,22 @@ class PatchFCNN(nn.Module):
     """Fully convolutional: (B, 1, H, W) image -> (B, L, 4, H/stride, W/stride)."""
 
     def __init__(self, n_landmarks: int, widths: tuple[int, ...] = (16, 32, 48, 64, 96),
-                 strides: tuple[int, ...] = (2, 2, 2, 2, 1), displacement_scale: float = 64.0):
+                 strides: tuple[int, ...] = (2, 2, 2, 2, 1), displacement_scale: float = 64.0,
+                 dilations: tuple[int, ...] = (2,)):
         super().__init__()
         layers, cin = [], 1
         for width, stride in zip(widths, strides):
             layers.append(_block(cin, width, stride))
             cin = width
-        layers.append(nn.Sequential(nn.Conv2d(cin, cin, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(cin),
-                                    nn.ReLU(inplace=True)))
+        for dilation in dilations:  # context at the output resolution
+            layers.append(nn.Sequential(nn.Conv2d(cin, cin, 3, padding=dilation, dilation=dilation, bias=False),
+                                        nn.BatchNorm2d(cin), nn.ReLU(inplace=True)))
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(cin, n_landmarks * OUTPUTS_PER_LANDMARK, 1)
         self.n_landmarks = n_landmarks
         self.stride = int(np.prod(strides))
         self.config = dict(n_landmarks=n_landmarks, widths=list(widths), strides=list(strides),
-                           displacement_scale=displacement_scale)
+                           displacement_scale=displacement_scale, dilations=list(dilations))
         self.displacement_scale = displacement_scale  # px per unit of the raw displacement output
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from .network import DEPTH_UNIT_MM, PatchFCNN, landmark_loss
 
 LOCAL_CROP = 64  # px, crop side of the local networks
 LOCAL_JITTER = 16  # px, training offset of crop centres (covers most of the global network's errors)
+GLOBAL_ARCHITECTURE = dict(widths=(16, 32, 64, 96, 128), strides=(2, 2, 2, 2, 1), dilations=(2, 4))
 LOCAL_ARCHITECTURE = dict(widths=(16, 32, 48, 64), strides=(1, 2, 2, 2), displacement_scale=16.0)
 
 
@@ -59,10 +60,11 @@ def _update(optimizer, loss, name: str, step: int, steps: int, parts: dict, star
 
 
 def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: float = 3e-3, seed: int = 0,
-                 log=print) -> tuple[PatchFCNN, dict]:
+                 log=print, architecture: dict | None = None) -> tuple[PatchFCNN, dict]:
+    """Global network (``architecture``: PatchFCNN options, default GLOBAL_ARCHITECTURE) on whole images."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = PatchFCNN(n_landmarks)
+    net = PatchFCNN(n_landmarks, **(GLOBAL_ARCHITECTURE if architecture is None else architecture))
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     depth = None  # depth labels exist for synthetic data only
     if "depth" in data:
