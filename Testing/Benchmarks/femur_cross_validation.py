@@ -1,6 +1,7 @@
 """Leave-one-case-out V-Net on the shared pelvis CTs, against both reference label sets.
 
     python Testing/Benchmarks/femur_cross_validation.py --data ../shared/data/hip_ct [--steps N] [--json FILE] [--models DIR]
+        [--held-out CASE ...]
 
 For each case: train on the other case's MIT-licensed whole-femur labels (yuta-hi label 2) plus the
 project's sample head CT as a femur-free negative (the shipped model's recipe), segment
@@ -57,6 +58,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--models", type=Path, help="keep each fold's model here (never in the repository) and reuse "
                         "one already there that was trained with the same --steps")
+    parser.add_argument("--held-out", nargs="+", choices=CASES, default=list(CASES),
+                        help="run only these folds (default: both)")
     args = parser.parse_args()
     if not all((args.data / f"{c}_ct.nrrd").is_file() for c in CASES):
         parser.error(f"{args.data} does not hold {', '.join(CASES)} (see ../shared/data/hip_ct)")
@@ -67,7 +70,7 @@ def main() -> int:
     negative = prepare_case("head CT (no femur)", sitk.ReadImage(str(HEAD_CT)), None)
     results = {"training": {}, "runtime": {}, "warnings": {}}
     variants = {"": True, "network_boundary_": False}  # key prefix -> snap the boundary to the cortex
-    for held_out in CASES:
+    for held_out in args.held_out:
         train_on = [c for c in CASES if c != held_out]
         print(f"\n== held out {held_out}: training on {train_on} for {args.steps} steps", flush=True)
         kept = args.models / held_out if args.models else None
