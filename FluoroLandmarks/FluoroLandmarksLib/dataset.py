@@ -190,7 +190,9 @@ def load_dataset(folders: str | os.PathLike | list, keys: tuple[str, ...] | None
                 for key in (z.files if keys is None else keys):
                     value = z[key] if not key.startswith("def_") else np.repeat(z[key][None], n, axis=0)
                     parts.setdefault(key, []).append(value)
-    meta = metas[0] if len(metas) == 1 else dict(
-        metas[0], samples=sum(m["samples"] for m in metas), seed=[m["seed"] for m in metas],
-        shards=sum(m["shards"] for m in metas), seconds=sum(m["seconds"] for m in metas))
+    meta = metas[0]
+    if len(metas) > 1:
+        samples, seconds = sum(m["samples"] for m in metas), sum(m["seconds"] for m in metas)
+        meta = dict(meta, samples=samples, seed=[m["seed"] for m in metas], shards=sum(m["shards"] for m in metas),
+                    seconds=seconds, samples_per_second=samples / seconds)
     return meta, {key: np.concatenate(v) for key, v in parts.items()}

@@ -28,8 +28,8 @@ DEPTH_SD_MM = 10.0 / np.sqrt(3.0)  # sd of U(-10, 10) mm: the training views' he
 # Fit settings chosen on a validation set (seed 3001, not the test set): the network's per-landmark
 # errors are large and heavy-tailed, so the population prior should dominate and confident
 # landmarks count most.
-FIT_SIGMA_MM = 20.0
-CONFIDENCE_POWER = 3.0
+FIT_SIGMA_MM = 10.0
+CONFIDENCE_POWER = 4.0
 ACROSS_PRIOR = 1e-8  # 1/mm^2: keeps the centre defined across the beam when no landmark counts
 
 
