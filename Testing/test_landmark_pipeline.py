@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import SAMPLE_CT, SAMPLE_LANDMARKS
 from FluoroLandmarksLib import cli, mrml
@@ -35,6 +36,18 @@ def test_training_on_two_dataset_folders_uses_both(tiny_model, tmp_path):
     (other / "dataset.json").write_text(json.dumps(dict(meta, labels=meta["labels"][::-1])))
     with pytest.raises(ValueError, match="labels differ"):
         load_dataset([tiny_model / "train", other])
+
+
+def test_training_continues_from_a_model(tiny_model, tmp_path):
+    assert cli.main(["train", "--data", str(tiny_model / "train"), "--out", str(tmp_path / "more"), "--init",
+                     str(tiny_model / "model"), "--global-steps", "2", "--local-steps", "0", "--batch", "4",
+                     "--lr", "1e-3"]) == 0
+    before, after = LandmarkModel.load(tiny_model / "model"), LandmarkModel.load(tmp_path / "more")
+    assert after.card["training"]["global_"]["continued_from"]["model"] == str(tiny_model / "model")
+    assert after.card["global_architecture"] == before.card["global_architecture"]
+    changed = [not torch.equal(a, b) for a, b in zip(before.global_net.state_dict().values(),
+                                                      after.global_net.state_dict().values())]
+    assert any(changed)
 
 
 def test_model_card_and_safe_loading(tiny_model, tmp_path):

@@ -157,7 +157,15 @@ def run_train(args) -> Path:
     labels = meta["labels"]
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    global_net, g_info = train_global(data, len(labels), args.global_steps, args.batch, seed=args.seed)
+    init = None
+    if args.init:
+        init = LandmarkModel.load(args.init)
+        if init.labels != labels:
+            raise ValueError(f"{args.init}: its landmarks differ from the dataset's")
+    global_net, g_info = train_global(data, len(labels), args.global_steps, args.batch, lr=args.lr, seed=args.seed,
+                                      init=init.global_net if init else None)
+    if init:
+        g_info = dict(g_info, continued_from=dict(model=str(args.init), training=init.card.get("training")))
     local_net, l_info = train_local(data, len(labels), args.local_steps, seed=args.seed) if args.local_steps else (None, {})
     seconds = time.perf_counter() - start
     app = HeadlessApplication()
@@ -331,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--global-steps", type=int, default=4000)
     train.add_argument("--local-steps", type=int, default=1500, help="0: no local refinement")
     train.add_argument("--batch", type=int, default=24)
+    train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine decay)")
+    train.add_argument("--init", help="continue training this model folder's global network (same landmarks)")
     train.add_argument("--threads", type=int, default=2)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--template-ct", default=str(SAMPLE_CT), help="the CT the dataset was made from")

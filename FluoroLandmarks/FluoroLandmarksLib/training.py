@@ -60,11 +60,13 @@ def _update(optimizer, loss, name: str, step: int, steps: int, parts: dict, star
 
 
 def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: float = 3e-3, seed: int = 0,
-                 log=print, architecture: dict | None = None) -> tuple[PatchFCNN, dict]:
-    """Global network (``architecture``: PatchFCNN options, default GLOBAL_ARCHITECTURE) on whole images."""
+                 log=print, architecture: dict | None = None, init: PatchFCNN | None = None) -> tuple[PatchFCNN, dict]:
+    """Global network (``architecture``: PatchFCNN options, default GLOBAL_ARCHITECTURE) on whole
+    images; ``init``: continue from this network instead (its architecture, trained further in place)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = PatchFCNN(n_landmarks, **(GLOBAL_ARCHITECTURE if architecture is None else architecture))
+    net = init if init is not None else PatchFCNN(n_landmarks, **(GLOBAL_ARCHITECTURE if architecture is None
+                                                                  else architecture))
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     depth = None  # depth labels exist for synthetic data only
     if "depth" in data:
