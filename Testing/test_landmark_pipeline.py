@@ -21,8 +21,7 @@ def tiny_model(tmp_path_factory):
         assert cli.main(["make-dataset", "--ct", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--count",
                          str(count), "--seed", str(seed), "--per-variant", "16", "--out", str(root / name)]) == 0
     assert cli.main(["train", "--data", str(root / "train"), str(root / "train_more"), "--out", str(root / "model"),
-                     "--global-steps", "3",
-                     "--local-steps", "3", "--batch", "4", "--test", str(root / "test")]) == 0
+                     "--global-steps", "3", "--local-steps", "3", "--batch", "4", "--test", str(root / "test")]) == 0
     return root
 
 
