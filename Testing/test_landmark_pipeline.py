@@ -11,6 +11,7 @@ import torch
 from conftest import SAMPLE_CT, SAMPLE_LANDMARKS
 from FluoroLandmarksLib import cli, mrml
 from FluoroLandmarksLib.dataset import load_dataset
+from FluoroLandmarksLib.geometry import CArmGeometry
 from FluoroLandmarksLib.inference import LandmarkModel
 
 
@@ -76,6 +77,9 @@ def test_evaluate_writes_the_required_keys(tiny_model, tmp_path):
         assert np.isfinite(report[key])
     assert 0 <= report["within_10mm_2d"] <= 1 and report["skull_surface"]["n"] > 0
     assert report["network_without_shape_fit"]["2d"]["n"] == report["2d"]["n"]
+    known = report["3d_known_head_depth"]
+    assert known["n"] == report["3d"]["n"] and known["head_depth_sd_mm"] > 0
+    assert report["3d_from_true_2d_known_head_depth"]["within_10mm"] >= report["3d_from_true_2d"]["within_10mm"]
 
 
 def test_shape_model_command_rebuilds_it_and_keeps_the_networks(tiny_model, tmp_path):
@@ -127,6 +131,22 @@ def test_detect_flags_landmarks_outside_the_collimated_field(tiny_model, tmp_pat
     for name, lens in lenses.items():
         if np.hypot(lens["u"] - 128, lens["v"] - 128) > 40:
             assert not lens["in_field"], name
+
+
+def test_detect_with_a_known_head_depth_moves_the_3d_landmarks_along_the_beam(tiny_model, tmp_path, app):
+    drr_dir = tmp_path / "drr"
+    assert cli.main(["drr", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--primary-angle", "30",
+                     "--output", "image", "--out", str(drr_dir)]) == 0
+    g = CArmGeometry.from_dict(json.loads((drr_dir / "geometry.json").read_text()))
+    centres = []
+    for name, extra in (("assumed", []), ("known", ["--head-depth", str(g.sod_mm + 40.0)])):
+        assert cli.main(["detect", str(drr_dir / "drr.nrrd"), "--geometry", str(drr_dir / "geometry.json"),
+                         "--model", str(tiny_model / "model"), "--out", str(tmp_path / name)] + extra) == 0
+        points = mrml.markups_to_numpy(mrml.load_markups(app.app_logic, tmp_path / name / "landmarks_3d.mrk.json"))[1]
+        centres.append(points.mean(0))
+    shift = centres[1] - centres[0]
+    assert 30.0 < shift @ g.beam_direction < 45.0
+    assert np.linalg.norm(shift - (shift @ g.beam_direction) * g.beam_direction) < 0.2 * (shift @ g.beam_direction)
 
 
 def test_detect_refuses_bad_input(tiny_model, tmp_path, capsys):

@@ -132,6 +132,10 @@ def print_report(report: dict) -> None:
         for key in ("2d", "2d_in_image", "2d_out_of_image", "3d", "3d_in_image", "3d_out_of_image"):
             print(line("  " + key.replace("_", " "), report["network_without_shape_fit"][key]))
         print(line("3d fit to the true 2d", report["3d_from_true_2d"]) + "  (bound of this 3D method)")
+        known = report["3d_known_head_depth"]
+        note = f"the true head depth ± {known['head_depth_sd_mm']:g} mm given to the fit"
+        print(line("3d, head depth known", known) + f"  ({note})")
+        print(line("3d from true 2d and depth", report["3d_from_true_2d_known_head_depth"]) + f"  ({note})")
     if "eye_lens_in_field_accuracy" in report:
         print(f"eye lens in-field flag accuracy {100 * report['eye_lens_in_field_accuracy']:.1f} % (lenses in the beam "
               f"flagged out: {100 * report['eye_lens_missed']:.1f} %, out of it flagged in: "
@@ -229,7 +233,8 @@ def _record_metrics(model, folder, report: dict, meta: dict, data_folder) -> Non
                                               "2d", "3d", "2d_in_image", "2d_out_of_image", "3d_in_image",
                                               "3d_out_of_image", "skull_surface", "eye_lens_in_field_accuracy",
                                               "eye_lens_missed", "eye_lens_false_alarm", "network_without_shape_fit",
-                                              "3d_from_true_2d")
+                                              "3d_from_true_2d", "3d_known_head_depth",
+                                              "3d_from_true_2d_known_head_depth")
                        if k in report}
     card["metrics"]["test_data"] = dict(meta, folder=str(data_folder))
     model.save(folder, card)
@@ -281,7 +286,8 @@ def run_detect(args) -> list[Path]:
     app = HeadlessApplication()
     try:
         start = time.perf_counter()
-        result = detect_frame(app.app_logic, image, geometry, model, args.model, Path(args.image).stem)
+        result = detect_frame(app.app_logic, image, geometry, model, args.model, Path(args.image).stem,
+                              args.head_depth)
         elapsed = time.perf_counter() - start
         written = export_frame(app.scene, result, args.out)
     finally:
@@ -373,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--pixel-spacing", type=float, default=1.2, help="detector pixel spacing, mm")
     det.add_argument("--primary-angle", type=float, default=0.0, help="LAO (+) / RAO (-), degrees")
     det.add_argument("--secondary-angle", type=float, default=0.0, help="CRAN (+) / CAUD (-), degrees")
+    det.add_argument("--head-depth", type=float, metavar="MM",
+                     help="the head centre's distance from the source along the central ray, if known (e.g. from "
+                          "the table height; taken as ±2 mm): pins the 3D landmarks along the beam, which one view "
+                          "cannot tell (default: the head centred on the isocenter)")
     det.add_argument("--isocenter", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("R", "A", "S"),
                      help="isocenter in patient RAS mm (3D results are relative to it)")
     det.add_argument("--collimation-rect", type=float, nargs=4, metavar=("U", "V", "W", "H"),

@@ -86,10 +86,11 @@ def eye_lens_report(d: Detection) -> dict:
 
 
 def detect_frame(app_logic, image: np.ndarray, geometry: CArmGeometry, model: LandmarkModel, model_folder,
-                 name: str = "Frame") -> FrameResult:
+                 name: str = "Frame", head_depth_mm: float | None = None) -> FrameResult:
     """Run the model on ``image`` (rows, columns) and add the frame, 2D and 3D landmarks, the
-    estimated skull, the X-ray source and the beam to the scene."""
-    d = detect(model, image, geometry)
+    estimated skull, the X-ray source and the beam to the scene. ``head_depth_mm``: the head
+    centre's distance from the source along the principal ray if known (else the isocenter's)."""
+    d = detect(model, image, geometry, head_depth_mm)
     scene = app_logic.GetMRMLScene()
     nodes = {"frame": mrml.add_image_volume(scene, name, image, geometry.detector_ijk_to_ras)}
     nodes["frame"].SetAttribute(GEOMETRY_ATTRIBUTE, json.dumps(geometry.to_dict()))

@@ -11,6 +11,7 @@ from .dataset import geometry_from_arrays
 from .inference import PRESENCE_THRESHOLD, LandmarkModel, place, predict_network_frame
 from .metrics import error_2d_mm, landmark_report, summary
 from .population import Deformation
+from .shape_model import HEAD_DEPTH_SD_MM
 from .shape import TemplateWarp
 
 
@@ -29,13 +30,45 @@ def predict_dataset(model: LandmarkModel, data: dict, batch: int = 64, shape_fit
     return dict({key: np.stack(v) for key, v in out.items()}, confidence=p["confidence"])
 
 
-def true_2d_bound(model: LandmarkModel, data: dict, sigma_mm: float = 1.0) -> np.ndarray:
+def true_2d_bound(model: LandmarkModel, data: dict, sigma_mm: float = 1.0,
+                  head_depth_mm: np.ndarray | None = None) -> np.ndarray:
     """(B, L) 3D errors (mm) of the shape-model fit to the true 2D positions of the landmarks in
     the image, trusted to ``sigma_mm``: what this 3D method gives with a perfect 2D detector (the
-    head's unknown place along the beam remains)."""
-    fits = [model.shape.fit(data["uv"][n], data["in_image"][n].astype(float), geometry_from_arrays(data, n), sigma_mm)
-            for n in range(len(data["uv"]))]
+    head's unknown place along the beam remains, unless its (B,) ``head_depth_mm`` are given,
+    taken as known to ``HEAD_DEPTH_SD_MM``)."""
+    fits = []
+    for n in range(len(data["uv"])):
+        known = {} if head_depth_mm is None else dict(head_depth_mm=head_depth_mm[n], depth_sd_mm=HEAD_DEPTH_SD_MM)
+        fits.append(model.shape.fit(data["uv"][n], data["in_image"][n].astype(float), geometry_from_arrays(data, n),
+                                    sigma_mm, **known))
     return np.linalg.norm(np.stack([f.points_ras for f in fits]) - data["xyz_ras"], axis=-1)
+
+
+def head_depths_mm(data: dict) -> np.ndarray:
+    """(B,) true distance (mm) from the source to each sample's head centre along the principal ray."""
+    out = []
+    for n in range(len(data["def_centre"])):
+        g = geometry_from_arrays(data, n)
+        out.append(g.world_to_camera[2, :3] @ data["def_centre"][n] + g.world_to_camera[2, 3])
+    return np.array(out)
+
+
+def noisy_head_depths_mm(data: dict, sd_mm: float = HEAD_DEPTH_SD_MM, seed: int = 0) -> np.ndarray:
+    """(B,) head depths as a user would know them: the true ones plus Gaussian noise of ``sd_mm``."""
+    return head_depths_mm(data) + np.random.default_rng(seed).normal(0.0, sd_mm, len(data["uv"]))
+
+
+def known_depth_errors(model: LandmarkModel, data: dict, pred: dict, known: np.ndarray,
+                       sd_mm: float = HEAD_DEPTH_SD_MM) -> np.ndarray:
+    """(B, L) 3D errors (mm) when each sample's head depth is given as ``known`` (B,) mm with an
+    uncertainty of ``sd_mm`` (as to ``detect --head-depth``), from the network's own estimates in
+    ``pred`` (:func:`predict_dataset`)."""
+    xyz = []
+    for n in range(len(known)):
+        g = geometry_from_arrays(data, n)
+        xyz.append(place(model, pred["uv_network"][n], pred["depth_network"][n] - g.sod_mm, pred["confidence"][n], g,
+                         head_depth_mm=known[n], head_depth_sd_mm=sd_mm)[2])
+    return np.linalg.norm(np.stack(xyz) - data["xyz_ras"], axis=-1)
 
 
 def skull_errors(data: dict, xyz_pred: np.ndarray, confidence: np.ndarray, template_vertices: np.ndarray,
@@ -70,6 +103,10 @@ def evaluate(model: LandmarkModel, meta: dict, data: dict, template_vertices: np
         report["network_without_shape_fit"] = {key: value for key, value in landmark_report(
             list(model.labels), net2d, net3d, in_image).items() if key != "per_landmark"}
         report["3d_from_true_2d"] = summary(true_2d_bound(model, data))
+        known = noisy_head_depths_mm(data)
+        report["3d_known_head_depth"] = dict(summary(known_depth_errors(model, data, pred, known)),
+                                             head_depth_sd_mm=HEAD_DEPTH_SD_MM)
+        report["3d_from_true_2d_known_head_depth"] = summary(true_2d_bound(model, data, head_depth_mm=known))
     eyes = [model.labels.index(n) for n in ("eye_lens_right", "eye_lens_left") if n in model.labels]
     if eyes:
         in_field = np.stack([geometry_from_arrays(data, n).in_field_px(pred["uv"][n, eyes]) for n in range(len(err2d))])

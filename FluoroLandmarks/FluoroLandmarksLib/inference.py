@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .dataset import IMAGE_SIZE
 from .geometry import CArmGeometry
 from .network import DEPTH_UNIT_MM, PatchFCNN, aggregate
-from .shape_model import CONFIDENCE_POWER, ShapeModel
+from .shape_model import CONFIDENCE_POWER, HEAD_DEPTH_SD_MM, ShapeModel
 from .training import crops, normalize
 
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model_card.json"
@@ -144,25 +144,31 @@ def predict_network_frame(model: LandmarkModel, images: np.ndarray) -> dict[str,
 
 
 def place(model: LandmarkModel, uv: np.ndarray, depth_offset_mm: np.ndarray, confidence: np.ndarray,
-          geometry: CArmGeometry, shape_fit: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+          geometry: CArmGeometry, shape_fit: bool = True, head_depth_mm: float | None = None,
+          head_depth_sd_mm: float = HEAD_DEPTH_SD_MM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Final (L, 2) px, (L,) depth mm and (L, 3) RAS mm of one frame's network estimates: the
     model's shape model fitted to them (confidence-weighted), or without one (or ``shape_fit``
-    False) the estimates back-projected at their own depths."""
+    False) the estimates back-projected at their own depths. ``head_depth_mm``: the head centre's
+    known distance from the source along the principal ray (uncertain by ``head_depth_sd_mm``);
+    None = unknown, assumed at the isocenter."""
     if model.shape is None or not shape_fit:
         depth = geometry.sod_mm + depth_offset_mm
         return uv, depth, geometry.backproject(uv, depth)
-    fit = model.shape.fit(uv, confidence ** CONFIDENCE_POWER, geometry)
+    known = {} if head_depth_mm is None else dict(head_depth_mm=head_depth_mm, depth_sd_mm=head_depth_sd_mm)
+    fit = model.shape.fit(uv, confidence ** CONFIDENCE_POWER, geometry, **known)
     return fit.uv, fit.depth_mm, fit.points_ras
 
 
-def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry) -> Detection:
+def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry,
+           head_depth_mm: float | None = None) -> Detection:
     """Landmarks of one frame (rows, columns) whose acquisition is ``geometry`` (its detector size
-    must be the image's (columns, rows))."""
+    must be the image's (columns, rows)); ``head_depth_mm`` as in :func:`place`."""
     rows, cols = np.asarray(image).shape[:2]
     if tuple(geometry.detector_size_px) != (cols, rows):
         raise ValueError(f"geometry detector {geometry.detector_size_px} does not match the image (columns, rows)="
                          f"({cols}, {rows})")
     square, scale, offset = to_network_frame(image)
     p = predict_network_frame(model, square[None])
-    uv, depth, xyz = place(model, p["uv"][0] * scale - offset, p["depth_offset"][0], p["confidence"][0], geometry)
+    uv, depth, xyz = place(model, p["uv"][0] * scale - offset, p["depth_offset"][0], p["confidence"][0], geometry,
+                           head_depth_mm=head_depth_mm)
     return Detection(list(model.labels), uv, p["confidence"][0], geometry.in_field_px(uv), depth, xyz)

@@ -30,6 +30,7 @@ DEPTH_SD_MM = 10.0 / np.sqrt(3.0)  # sd of U(-10, 10) mm: the training views' he
 # landmarks count most.
 FIT_SIGMA_MM = 10.0
 CONFIDENCE_POWER = 4.0
+HEAD_DEPTH_SD_MM = 2.0  # uncertainty assumed for a head depth the user knows (e.g. from the table height)
 ACROSS_PRIOR = 1e-8  # 1/mm^2: keeps the centre defined across the beam when no landmark counts
 
 
@@ -67,8 +68,11 @@ class ShapeModel:
         return self.mean + np.tensordot(weights, self.modes, axes=1)
 
     def fit(self, uv_px: np.ndarray, weight: np.ndarray, geometry: CArmGeometry, sigma_mm: float = FIT_SIGMA_MM,
-            depth_sd_mm: float = DEPTH_SD_MM, huber: float = 2.0, iterations: int = 8) -> ShapeFit:
-        """MAP fit to (L, 2) detector-pixel estimates with (L,) weights in [0, 1] (0 = ignore)."""
+            depth_sd_mm: float = DEPTH_SD_MM, huber: float = 2.0, iterations: int = 8,
+            head_depth_mm: float | None = None) -> ShapeFit:
+        """MAP fit to (L, 2) detector-pixel estimates with (L,) weights in [0, 1] (0 = ignore).
+        ``head_depth_mm``: the prior's head-centre distance from the source along the principal
+        ray (mm; None = the isocenter, ``geometry.sod_mm``), e.g. known from the table height."""
         uv_px = np.asarray(uv_px, float)
         w = np.clip(np.asarray(weight, float), 0.0, 1.0)
         if uv_px.shape != (len(self.mean), 2) or w.shape != (len(self.mean),):
@@ -80,7 +84,8 @@ class ShapeModel:
         mean_c = self.mean @ rotation.T  # (L, 3) camera frame
         modes_c = self.modes @ rotation.T  # (K, L, 3)
         k = len(self.variances)
-        b, centre = np.zeros(k), np.array([0.0, 0.0, geometry.sod_mm])
+        depth0 = geometry.sod_mm if head_depth_mm is None else float(head_depth_mm)
+        b, centre = np.zeros(k), np.array([0.0, 0.0, depth0])
         centre[:2] = _centre_across(mean_c, uv_px, w, centre[2], fu, fv, principal)
         prior = np.concatenate([1.0 / self.variances, [ACROSS_PRIOR, ACROSS_PRIOR, 1.0 / depth_sd_mm ** 2]])
         robust = np.ones_like(w)
@@ -99,7 +104,7 @@ class ShapeModel:
             dy = np.concatenate([modes_c.transpose(1, 2, 0), np.broadcast_to(np.eye(3), (len(y), 3, 3))], 2)
             jac = (np.einsum("lij,ljp->lip", duv, dy) * sw[:, :, None]).reshape(-1, k + 3)
             res = ((uv - uv_px) * sw).reshape(-1)
-            theta = np.concatenate([b, centre - [0.0, 0.0, geometry.sod_mm]])
+            theta = np.concatenate([b, centre - [0.0, 0.0, depth0]])
             step = np.linalg.solve(jac.T @ jac + np.diag(prior), -(jac.T @ res + prior * theta))
             b, centre = b + step[:k], centre + step[k:]
         y = mean_c + np.tensordot(b, modes_c, axes=1) + centre
