@@ -60,6 +60,7 @@ class FluoroLandmarksParameterNode:
     collimationShape: Annotated[str, Choice(["none", "rect", "circle"])] = "none"
     collimationFraction: Annotated[float, WithinRange(0.05, 1.0)] = 0.8
     inputFrame: vtkMRMLScalarVolumeNode  # 2D X-ray / fluoroscopy frame for landmark detection
+    headDepth: Annotated[float, WithinRange(0, 3000)] = 0.0  # mm source to head centre; 0 = unknown (isocenter)
 
 
 class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -192,7 +193,7 @@ class FluoroLandmarksLogic(ScriptedLoadableModuleLogic):
             raise ValueError(_("Select a 2D image (a single-slice volume) as the frame"))
         model = LandmarkModel.load(SHIPPED_MODEL)
         return detect_frame(slicer.app.applicationLogic(), frame[0], self.geometry(p, p.inputFrame), model,
-                            SHIPPED_MODEL, p.inputFrame.GetName())
+                            SHIPPED_MODEL, p.inputFrame.GetName(), p.headDepth or None)
 
 
 class FluoroLandmarksTest(ScriptedLoadableModuleTest):
