@@ -1,7 +1,7 @@
 """Leave-one-case-out V-Net on the shared pelvis CTs, against both reference label sets.
 
     python Testing/Benchmarks/femur_cross_validation.py --data ../shared/data/hip_ct [--steps N] [--json FILE] [--models DIR]
-        [--held-out CASE ...]
+        [--held-out CASE ...] [--thresholds T ...]
 
 For each case: train on the other case's MIT-licensed whole-femur labels (yuta-hi label 2) plus the
 project's sample head CT as a femur-free negative (the shipped model's recipe), segment
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "FemurSegment"))
 from FemurSegmentLib import anatomy  # noqa: E402
 from FemurSegmentLib.evaluation import compare, reference_sides, summarize  # noqa: E402
-from FemurSegmentLib.inference import segment  # noqa: E402
+from FemurSegmentLib.inference import THRESHOLD, femur_probability, labels_from_probability  # noqa: E402
 from FemurSegmentLib.model import FemurModel  # noqa: E402
 from FemurSegmentLib.training import prepare_case, train  # noqa: E402
 from FemurSegmentLib.volumes import InputError  # noqa: E402
@@ -51,6 +51,52 @@ def table(title: str, results: dict) -> None:
           f"{s['mean_specificity']:.4f}, HD95 {s['mean_hd95_mm']:.1f} mm, volume R² {s['volume_r2']:.3f}")
 
 
+def labels_at(probability: sitk.Image, ct: sitk.Image, snap: bool, threshold: float, timings: dict | None = None):
+    """Labels (whole femur) and warnings; no femur found at all is scored as an empty segmentation."""
+    try:
+        seg = labels_from_probability(probability, ct, proximal=False, snap=snap, threshold=threshold, timings=timings)
+        return seg.labels, seg.warnings
+    except InputError as error:
+        return np.zeros(sitk.GetArrayViewFromImage(ct).shape, np.uint8), [str(error)]
+
+
+def scores(labels: np.ndarray, references: dict, ct: sitk.Image, case: str) -> dict:
+    return {"mit_proximal": compare(anatomy.proximal_labels(labels, ct), references["mit_proximal"], ct),
+            "clinician": compare(labels, references["clinician"], ct, reference_slices=True),
+            "clinician_without_defect": compare(labels, references["clinician"], ct, reference_slices=True,
+                                                exclude=DEFECTIVE.get(case))}
+
+
+def _cell(m: dict) -> str:
+    return f"{m['dice']:.3f}/{100 * (m['volume_pred_cm3'] / m['volume_true_cm3'] - 1):+.0f}"
+
+
+def sweep_table(sweep: dict) -> dict:
+    """Prints the snapped pipeline's MIT and clinician Dice / volume error (%) per threshold, case
+    and side; for each case, the threshold the *other* fold would choose (its best mean MIT Dice)
+    and the Dice that choice gives here. Returns those choices."""
+    print("\nThreshold sweep, boundary snapped: MIT proximal Dice/dV %, clinician Dice/dV %")
+    mean_dice = {t: {c: float(np.mean([m["dice"] for m in r["mit_proximal"].values()])) for c, r in by_case.items()}
+                 for t, by_case in sweep.items()}
+    for t, by_case in sweep.items():
+        cells = [f"{case[-3:]} {side[0].upper()} {_cell(m)} {_cell(r['clinician'][side])}"
+                 for case, r in by_case.items() for side, m in r["mit_proximal"].items() if side in r["clinician"]]
+        print(f"  {float(t):4.2f}: " + "   ".join(cells))
+    cases = list(next(iter(sweep.values())))
+    chosen = {}
+    for case in cases:
+        others = [c for c in cases if c != case]
+        if others:
+            pick = max(sweep, key=lambda t: np.mean([mean_dice[t][c] for c in others]))
+            chosen[case] = {"threshold": float(pick), "mit_dice": mean_dice[pick][case]}
+            print(f"  {case}: the other fold's best threshold {float(pick):.2f} gives mean MIT Dice "
+                  f"{mean_dice[pick][case]:.3f} here")
+    if chosen:
+        print(f"  leave-one-case-out mean MIT Dice, threshold chosen on the other fold: "
+              f"{np.mean([v['mit_dice'] for v in chosen.values()]):.3f}")
+    return chosen
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="hip_ct folder")
@@ -60,6 +106,9 @@ def main() -> int:
                         "one already there that was trained with the same --steps")
     parser.add_argument("--held-out", nargs="+", choices=CASES, default=list(CASES),
                         help="run only these folds (default: both)")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[],
+                        help="also score the snapped pipeline at these probability thresholds (e.g. 0.5 0.4 0.3 0.2) "
+                             "and pick each fold's threshold on the other fold")
     args = parser.parse_args()
     if not all((args.data / f"{c}_ct.nrrd").is_file() for c in CASES):
         parser.error(f"{args.data} does not hold {', '.join(CASES)} (see ../shared/data/hip_ct)")
@@ -85,23 +134,23 @@ def main() -> int:
                 model.save(kept, {"trained_on": train_on, **summary})
         results["training"][held_out] = summary
         ct = cts[held_out]
-        ref = reference_sides(manual[held_out], None, False)
+        references = {"mit_proximal": reference_sides(mit[held_out], MIT_FEMUR, True),
+                      "clinician": reference_sides(manual[held_out], None, False)}
+        t = time.perf_counter()
+        timings = {}
+        probability = femur_probability(model, ct, timings)
         for prefix, snap in variants.items():
-            t = time.perf_counter()
-            try:
-                seg = segment(model, ct, proximal=False, snap=snap)
-                labels, warnings, timings = seg.labels, seg.warnings, seg.timings
-            except InputError as error:  # no femur found at all: scored as an empty segmentation
-                labels, warnings, timings = np.zeros(sitk.GetArrayViewFromImage(ct).shape, np.uint8), [str(error)], {}
+            labels, warnings = labels_at(probability, ct, snap, THRESHOLD, timings)
             if snap:
                 results["runtime"][held_out] = {"seconds": time.perf_counter() - t, **timings}
             results["warnings"][prefix + held_out] = warnings
             print(f"{held_out} ({'cortex-snapped' if snap else 'network'} boundary): warnings {warnings}", flush=True)
-            results.setdefault(prefix + "mit_proximal", {})[held_out] = compare(
-                anatomy.proximal_labels(labels, ct), reference_sides(mit[held_out], MIT_FEMUR, True), ct)
-            results.setdefault(prefix + "clinician", {})[held_out] = compare(labels, ref, ct, reference_slices=True)
-            results.setdefault(prefix + "clinician_without_defect", {})[held_out] = compare(
-                labels, ref, ct, reference_slices=True, exclude=DEFECTIVE.get(held_out))
+            for key, value in scores(labels, references, ct, held_out).items():
+                results.setdefault(prefix + key, {})[held_out] = value
+        for threshold in args.thresholds:
+            labels, _ = labels_at(probability, ct, True, threshold)
+            sweep = scores(labels, references, ct, held_out)
+            results.setdefault("threshold_sweep", {}).setdefault(str(threshold), {})[held_out] = sweep
     for prefix, snap in variants.items():
         boundary = "boundary snapped to the cortex (shipped)" if snap else "the network's own boundary"
         table(f"MIT whole-femur labels cut to the proximal definition (leave-one-case-out), {boundary}",
@@ -111,6 +160,8 @@ def main() -> int:
               results[prefix + "clinician_without_defect"])
         for key in ("mit_proximal", "clinician", "clinician_without_defect"):
             results[f"{prefix}{key}_summary"] = summarize(results[prefix + key])
+    if args.thresholds:
+        results["threshold_choice_by_other_fold"] = sweep_table(results["threshold_sweep"])
     for case, r in results["runtime"].items():
         print(f"segmentation of {case}: {r['seconds']:.1f} s "
               f"({', '.join(f'{k} {v:.1f}' for k, v in r.items() if k != 'seconds')})")
