@@ -11,6 +11,7 @@ import torch
 from conftest import SAMPLE_CT, SAMPLE_LANDMARKS
 from FluoroLandmarksLib import cli, mrml
 from FluoroLandmarksLib.dataset import load_dataset
+from FluoroLandmarksLib.detection import read_skull_template
 from FluoroLandmarksLib.geometry import CArmGeometry
 from FluoroLandmarksLib.inference import LandmarkModel
 
@@ -57,6 +58,8 @@ def test_model_card_and_safe_loading(tiny_model, tmp_path):
     model = LandmarkModel.load(tiny_model / "model")
     assert model.local_net is not None
     assert model.shape.mean.shape == (30, 3) and card["shape_model"]["modes"] == len(model.shape.variances)
+    template = read_skull_template(tiny_model / "model")
+    assert template.GetNumberOfPolys() > 1000 and template.GetPointData().GetNormals() is None
     tampered = tmp_path / "tampered"
     tampered.mkdir()
     for f in ("model_card.json", "skull_template.vtp"):

@@ -39,11 +39,13 @@ def write_skull_template(app_logic, ct_node, folder: str | os.PathLike, bone_hu:
     clean = vtk.vtkCleanPolyData()
     clean.SetInputConnection(smaller.GetOutputPort())
     clean.Update()
+    template = clean.GetOutput()
+    template.GetPointData().SetNormals(None)  # decimation leaves them invalid; recomputed wherever the skull is shown
     path = Path(folder) / SKULL_TEMPLATE_FILE
     tmp = path.with_name(f".tmp-{path.name}")
     writer = vtk.vtkXMLPolyDataWriter()
     writer.SetFileName(str(tmp))
-    writer.SetInputData(clean.GetOutput())
+    writer.SetInputData(template)
     writer.SetDataModeToBinary()
     ok = writer.Write()
     scene.RemoveNode(node)
