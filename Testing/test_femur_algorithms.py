@@ -12,6 +12,7 @@ import torch
 from FemurSegmentLib import anatomy
 from FemurSegmentLib.boundary import snap_to_cortex
 from FemurSegmentLib.calibration import CalibrationError, fit
+from FemurSegmentLib.inference import labels_from_probability
 from FemurSegmentLib.metrics import hd95, overlap, r_squared
 from FemurSegmentLib.model import FemurModel
 from FemurSegmentLib.network import SmallVNet
@@ -216,3 +217,31 @@ def test_body_box_leaves_out_the_table_but_keeps_both_legs():
     assert box[1] == slice(8, 52) and box[2] == slice(8, 92)
     with pytest.raises(InputError):
         body_box(np.full((5, 5, 5), -1000.0))
+
+
+def test_labels_from_probability_thresholds_and_assigns_sides():
+    # Two "femurs" (cylinders along k, 400 HU, radius 25 mm) left and right of the midline in a 0 HU body; the
+    # probability falls off linearly from 1 on the axes to 0 at 40 mm.
+    shape = (60, 100, 160)
+    k, j, i = np.indices(shape)
+    hu = np.full(shape, -1000, np.int16)
+    hu[:, 10:90, 5:155] = 0
+    distance = np.minimum(np.hypot(j - 50, i - 40), np.hypot(j - 50, i - 120)) * 1.5  # mm, 1.5 mm pixels
+    hu[distance <= 25] = 400
+    ct = sitk.GetImageFromArray(hu)
+    ct.SetSpacing((1.5, 1.5, 3.0))
+    probability = sitk.GetImageFromArray(np.clip(1 - distance / 40, 0, 1).astype(np.float32))
+    probability.CopyInformation(ct)
+    volumes = {}
+    for threshold in (0.5, 0.3):
+        seg = labels_from_probability(probability, ct, proximal=False, snap=False, threshold=threshold)
+        assert sorted(seg.sides) == ["left", "right"]
+        # Patient left = larger LPS x = larger i here: label 1 on the i > 80 cylinder.
+        assert (seg.labels[:, 50, 120] == anatomy.LABEL_VALUES["left"]).all()
+        assert (seg.labels[:, 50, 40] == anatomy.LABEL_VALUES["right"]).all()
+        volumes[threshold] = (seg.labels > 0).sum()
+        expected = (np.clip(1 - distance / 40, 0, 1) > threshold).sum()
+        assert volumes[threshold] == expected
+    assert volumes[0.3] > volumes[0.5]
+    with pytest.raises(InputError, match="no femur found"):
+        labels_from_probability(probability, ct, threshold=1.0)
