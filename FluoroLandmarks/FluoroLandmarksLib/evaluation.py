@@ -36,11 +36,9 @@ def true_2d_bound(model: LandmarkModel, data: dict, sigma_mm: float = 1.0,
     the image, trusted to ``sigma_mm``: what this 3D method gives with a perfect 2D detector (the
     head's unknown place along the beam remains, unless its (B,) ``head_depth_mm`` are given,
     taken as known to ``HEAD_DEPTH_SD_MM``)."""
-    fits = []
-    for n in range(len(data["uv"])):
-        known = {} if head_depth_mm is None else dict(head_depth_mm=head_depth_mm[n], depth_sd_mm=HEAD_DEPTH_SD_MM)
-        fits.append(model.shape.fit(data["uv"][n], data["in_image"][n].astype(float), geometry_from_arrays(data, n),
-                                    sigma_mm, **known))
+    fits = [model.shape.fit(data["uv"][n], data["in_image"][n].astype(float), geometry_from_arrays(data, n), sigma_mm,
+                            head_depth_mm=None if head_depth_mm is None else head_depth_mm[n])
+            for n in range(len(data["uv"]))]
     return np.linalg.norm(np.stack([f.points_ras for f in fits]) - data["xyz_ras"], axis=-1)
 
 
@@ -58,16 +56,14 @@ def noisy_head_depths_mm(data: dict, sd_mm: float = HEAD_DEPTH_SD_MM, seed: int 
     return head_depths_mm(data) + np.random.default_rng(seed).normal(0.0, sd_mm, len(data["uv"]))
 
 
-def known_depth_errors(model: LandmarkModel, data: dict, pred: dict, known: np.ndarray,
-                       sd_mm: float = HEAD_DEPTH_SD_MM) -> np.ndarray:
-    """(B, L) 3D errors (mm) when each sample's head depth is given as ``known`` (B,) mm with an
-    uncertainty of ``sd_mm`` (as to ``detect --head-depth``), from the network's own estimates in
-    ``pred`` (:func:`predict_dataset`)."""
+def known_depth_errors(model: LandmarkModel, data: dict, pred: dict, known: np.ndarray) -> np.ndarray:
+    """(B, L) 3D errors (mm) when each sample's head depth is given as ``known`` (B,) mm (as to
+    ``detect --head-depth``), from the network's own estimates in ``pred`` (:func:`predict_dataset`)."""
     xyz = []
     for n in range(len(known)):
         g = geometry_from_arrays(data, n)
         xyz.append(place(model, pred["uv_network"][n], pred["depth_network"][n] - g.sod_mm, pred["confidence"][n], g,
-                         head_depth_mm=known[n], head_depth_sd_mm=sd_mm)[2])
+                         head_depth_mm=known[n])[2])
     return np.linalg.norm(np.stack(xyz) - data["xyz_ras"], axis=-1)
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .dataset import IMAGE_SIZE
 from .geometry import CArmGeometry
 from .network import DEPTH_UNIT_MM, PatchFCNN, aggregate
-from .shape_model import CONFIDENCE_POWER, HEAD_DEPTH_SD_MM, ShapeModel
+from .shape_model import CONFIDENCE_POWER, ShapeModel
 from .training import crops, normalize
 
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model_card.json"
@@ -144,18 +144,17 @@ def predict_network_frame(model: LandmarkModel, images: np.ndarray) -> dict[str,
 
 
 def place(model: LandmarkModel, uv: np.ndarray, depth_offset_mm: np.ndarray, confidence: np.ndarray,
-          geometry: CArmGeometry, shape_fit: bool = True, head_depth_mm: float | None = None,
-          head_depth_sd_mm: float = HEAD_DEPTH_SD_MM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+          geometry: CArmGeometry, shape_fit: bool = True,
+          head_depth_mm: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Final (L, 2) px, (L,) depth mm and (L, 3) RAS mm of one frame's network estimates: the
     model's shape model fitted to them (confidence-weighted), or without one (or ``shape_fit``
     False) the estimates back-projected at their own depths. ``head_depth_mm``: the head centre's
-    known distance from the source along the principal ray (uncertain by ``head_depth_sd_mm``);
+    known distance from the source along the principal ray (taken as known to ``HEAD_DEPTH_SD_MM``);
     None = unknown, assumed at the isocenter."""
     if model.shape is None or not shape_fit:
         depth = geometry.sod_mm + depth_offset_mm
         return uv, depth, geometry.backproject(uv, depth)
-    known = {} if head_depth_mm is None else dict(head_depth_mm=head_depth_mm, depth_sd_mm=head_depth_sd_mm)
-    fit = model.shape.fit(uv, confidence ** CONFIDENCE_POWER, geometry, **known)
+    fit = model.shape.fit(uv, confidence ** CONFIDENCE_POWER, geometry, head_depth_mm=head_depth_mm)
     return fit.uv, fit.depth_mm, fit.points_ras
 
 

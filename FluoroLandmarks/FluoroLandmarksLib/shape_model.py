@@ -68,11 +68,12 @@ class ShapeModel:
         return self.mean + np.tensordot(weights, self.modes, axes=1)
 
     def fit(self, uv_px: np.ndarray, weight: np.ndarray, geometry: CArmGeometry, sigma_mm: float = FIT_SIGMA_MM,
-            depth_sd_mm: float = DEPTH_SD_MM, huber: float = 2.0, iterations: int = 8,
+            depth_sd_mm: float | None = None, huber: float = 2.0, iterations: int = 8,
             head_depth_mm: float | None = None) -> ShapeFit:
         """MAP fit to (L, 2) detector-pixel estimates with (L,) weights in [0, 1] (0 = ignore).
         ``head_depth_mm``: the prior's head-centre distance from the source along the principal
-        ray (mm; None = the isocenter, ``geometry.sod_mm``), e.g. known from the table height."""
+        ray (mm; None = the isocenter, ``geometry.sod_mm``), e.g. known from the table height;
+        ``depth_sd_mm``: its sd (None = ``HEAD_DEPTH_SD_MM`` for a known depth, else ``DEPTH_SD_MM``)."""
         uv_px = np.asarray(uv_px, float)
         w = np.clip(np.asarray(weight, float), 0.0, 1.0)
         if uv_px.shape != (len(self.mean), 2) or w.shape != (len(self.mean),):
@@ -85,6 +86,8 @@ class ShapeModel:
         modes_c = self.modes @ rotation.T  # (K, L, 3)
         k = len(self.variances)
         depth0 = geometry.sod_mm if head_depth_mm is None else float(head_depth_mm)
+        if depth_sd_mm is None:
+            depth_sd_mm = DEPTH_SD_MM if head_depth_mm is None else HEAD_DEPTH_SD_MM
         b, centre = np.zeros(k), np.array([0.0, 0.0, depth0])
         centre[:2] = _centre_across(mean_c, uv_px, w, centre[2], fu, fv, principal)
         prior = np.concatenate([1.0 / self.variances, [ACROSS_PRIOR, ACROSS_PRIOR, 1.0 / depth_sd_mm ** 2]])
