@@ -81,7 +81,7 @@ def sweep_table(sweep: dict) -> dict:
     for t, by_case in sweep.items():
         cells = [f"{case[-3:]} {side[0].upper()} {_cell(m)} {_cell(r['clinician'][side])}"
                  for case, r in by_case.items() for side, m in r["mit_proximal"].items() if side in r["clinician"]]
-        print(f"  {float(t):4.2f}: " + "   ".join(cells))
+        print(f"  {float(t):<5g}: " + "   ".join(cells))
     cases = list(next(iter(sweep.values())))
     chosen = {}
     for case in cases:
@@ -89,7 +89,7 @@ def sweep_table(sweep: dict) -> dict:
         if others:
             pick = max(sweep, key=lambda t: np.mean([mean_dice[t][c] for c in others]))
             chosen[case] = {"threshold": float(pick), "mit_dice": mean_dice[pick][case]}
-            print(f"  {case}: the other fold's best threshold {float(pick):.2f} gives mean MIT Dice "
+            print(f"  {case}: the other fold's best threshold {float(pick):g} gives mean MIT Dice "
                   f"{mean_dice[pick][case]:.3f} here")
     if chosen:
         print(f"  leave-one-case-out mean MIT Dice, threshold chosen on the other fold: "
