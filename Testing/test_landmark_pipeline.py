@@ -3,6 +3,7 @@ evaluate -> detect, the MRML outputs reloaded from the .mrb, and safe loading of
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from FluoroLandmarksLib import cli, mrml
 from FluoroLandmarksLib.dataset import load_dataset
 from FluoroLandmarksLib.detection import read_skull_template
 from FluoroLandmarksLib.geometry import CArmGeometry
-from FluoroLandmarksLib.inference import LandmarkModel
+from FluoroLandmarksLib.inference import LandmarkModel, predict_network_frame
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,8 @@ def tiny_model(tmp_path_factory):
         assert cli.main(["make-dataset", "--ct", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--count",
                          str(count), "--seed", str(seed), "--per-variant", "16", "--out", str(root / name)]) == 0
     assert cli.main(["train", "--data", str(root / "train"), str(root / "train_more"), "--out", str(root / "model"),
-                     "--global-steps", "3", "--local-steps", "3", "--batch", "4", "--test", str(root / "test")]) == 0
+                     "--global-steps", "3", "--local-steps", "3", "--batch", "4", "--test", str(root / "test"),
+                     "--val", str(root / "train_more")]) == 0
     return root
 
 
@@ -69,6 +71,23 @@ def test_model_card_and_safe_loading(tiny_model, tmp_path):
     (tampered / "weights.pt").write_bytes(bytes(weights))
     with pytest.raises(ValueError, match="sha256"):
         LandmarkModel.load(tampered)
+
+
+def test_local_refinement_only_for_the_landmarks_it_improved(tiny_model):
+    card = json.loads((tiny_model / "model" / "model_card.json").read_text())
+    selection = card["local_selection"]
+    assert set(selection["per_landmark"]) == set(card["labels"]) and card["local_landmarks"] == selection["local_landmarks"]
+    for label, r in selection["per_landmark"].items():
+        improved = bool(r["n"]) and r["local_mm"] < r["global_mm"]
+        assert (label in selection["local_landmarks"]) == improved, label
+    model = LandmarkModel.load(tiny_model / "model")
+    assert model.local_landmarks == selection["local_landmarks"]
+    _, data = load_dataset(tiny_model / "test", keys=("images",))
+    model.local_landmarks = model.labels[:5]
+    refined = predict_network_frame(model, data["images"][:4])["uv"]
+    plain = predict_network_frame(replace(model, local_net=None), data["images"][:4])["uv"]
+    assert np.array_equal(refined[:, 5:], plain[:, 5:])
+    assert not np.array_equal(refined[:, :5], plain[:, :5])
 
 
 def test_evaluate_writes_the_required_keys(tiny_model, tmp_path):

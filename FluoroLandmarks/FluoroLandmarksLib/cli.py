@@ -180,6 +180,7 @@ def run_train(args) -> Path:
     finally:
         app.close()
     model = LandmarkModel(labels, global_net, local_net, {}, ShapeModel.build(data["xyz_ras"], data["def_centre"]))
+    selection = _choose_local(model, args.val) if local_net is not None and args.val else None
     card = dict(
         name="FluoroLandmarks global-to-local landmark FCNN",
         data=dict(meta, folder=" ".join(map(str, args.data)), template_ct=Path(args.template_ct).name,
@@ -187,6 +188,8 @@ def run_train(args) -> Path:
         command="fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None,
         training=dict(global_=g_info, local=l_info, seconds=seconds, threads=args.threads, device="cpu"),
         template_landmarks_ras=template_landmarks.tolist(), shape_model=_shape_card(model.shape, args.data))
+    if selection:
+        card["local_selection"] = selection
     model.save(args.out, card)
     print(f"trained in {seconds / 60:.1f} min; model written to {args.out}")
     if args.test:
@@ -199,6 +202,21 @@ def run_train(args) -> Path:
         print_report(report)
         _record_metrics(model, args.out, report, test_meta, args.test)
     return Path(args.out)
+
+
+def _choose_local(model, val_folder) -> dict:
+    """Keep local refinement for the landmarks it improves on the validation set (sets the model's)."""
+    from .dataset import load_dataset
+    from .evaluation import choose_local_landmarks
+
+    val_meta, val_data = load_dataset(val_folder)
+    if list(val_meta["labels"]) != list(model.labels):
+        raise ValueError(f"{val_folder}: its landmarks differ from the model's")
+    selection = choose_local_landmarks(model, val_data)
+    model.local_landmarks = selection["local_landmarks"]
+    print(f"local refinement kept for {len(model.local_landmarks)}/{len(model.labels)} landmarks (mean in-image 2D "
+          f"error lowered on {val_folder}): {', '.join(model.local_landmarks) or 'none'}")
+    return dict(selection, data=str(val_folder), samples=int(val_meta["samples"]))
 
 
 def _shape_card(shape, data_folders: list) -> dict:
@@ -344,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--test", help="held-out dataset folder: evaluate and record the metrics in the model card")
     train.add_argument("--global-steps", type=int, default=4000)
     train.add_argument("--local-steps", type=int, default=1500, help="0: no local refinement")
+    train.add_argument("--val", help="validation dataset folder (own seed): refine locally only the landmarks "
+                                     "whose in-image error the local network lowers there (default: all)")
     train.add_argument("--batch", type=int, default=24)
     train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine decay)")
     train.add_argument("--init", help="continue training this model folder's global network (same landmarks)")

@@ -39,6 +39,7 @@ class LandmarkModel:
     local_net: PatchFCNN | None
     card: dict
     shape: ShapeModel | None = None
+    local_landmarks: list[str] | None = None  # refined by the local network (None: all)
 
     def save(self, folder: str | os.PathLike, card: dict) -> Path:
         """Write weights and model card (with the weights' sha256) atomically into ``folder``."""
@@ -55,6 +56,7 @@ class LandmarkModel:
         os.replace(tmp, folder / WEIGHTS_FILE)
         self.card = dict(card, labels=self.labels, global_architecture=self.global_net.config,
                          local_architecture=self.local_net.config if self.local_net else None,
+                         local_landmarks=self.local_landmarks if self.local_net else None,
                          parameters=sum(p.numel() for net in (self.global_net, self.local_net) if net is not None
                                         for p in net.parameters()),
                          sha256=sha256(folder / WEIGHTS_FILE))
@@ -83,7 +85,7 @@ class LandmarkModel:
             if net is not None:
                 net.eval()
         shape = ShapeModel(**{key: value.numpy() for key, value in state["shape"].items()}) if "shape" in state else None
-        return cls(card["labels"], global_net, local_net, card, shape)
+        return cls(card["labels"], global_net, local_net, card, shape, card.get("local_landmarks"))
 
 
 @dataclass
@@ -124,12 +126,14 @@ def to_network_frame(image: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
 def predict_network_frame(model: LandmarkModel, images: np.ndarray) -> dict[str, np.ndarray]:
     """(B, 256, 256) images -> ``uv`` (B, L, 2) network px, ``depth_offset`` (B, L) mm from the
     isocenter plane, ``confidence``
-    (B, L); local refinement for landmarks estimated inside the image."""
+    (B, L); local refinement of the model's local landmarks estimated inside the image."""
     x = normalize(images)
     est = aggregate(model.global_net(x), model.global_net.stride)
     uv = est["uv"]
     if model.local_net is not None:
-        inside = ((uv >= -0.5) & (uv <= IMAGE_SIZE - 0.5)).all(-1).reshape(-1)
+        refined_labels = model.labels if model.local_landmarks is None else model.local_landmarks
+        chosen = torch.tensor([label in refined_labels for label in model.labels])
+        inside = (((uv >= -0.5) & (uv <= IMAGE_SIZE - 0.5)).all(-1) & chosen).reshape(-1)
         if inside.any():
             patches, origin = crops(x, uv)
             keep = inside.nonzero()[:, 0]
