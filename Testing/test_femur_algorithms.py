@@ -245,3 +245,29 @@ def test_labels_from_probability_thresholds_and_assigns_sides():
     assert volumes[0.3] > volumes[0.5]
     with pytest.raises(InputError, match="no femur found"):
         labels_from_probability(probability, ct, threshold=1.0)
+
+
+def test_a_femur_joined_to_the_pelvis_falls_back_to_a_higher_threshold():
+    # Two femur cylinders (k 0..29, probability 0.9) under a "pelvis" slab (k 30..59, 400 HU) that touches both;
+    # the network gives the slab 0.02: above the shipped threshold, below the first fallback. LPS z grows with k.
+    shape = (60, 100, 160)
+    k, j, i = np.indices(shape)
+    hu = np.full(shape, -1000, np.int16)
+    hu[:, 10:90, 5:155] = 0
+    femur = (np.minimum(np.hypot(j - 50, i - 40), np.hypot(j - 50, i - 120)) * 1.5 <= 25) & (k < 30)
+    pelvis = (k >= 30) & (j > 20) & (j < 80) & (i > 10) & (i < 150)
+    hu[femur | pelvis] = 400
+    ct = sitk.GetImageFromArray(hu)
+    ct.SetSpacing((1.5, 1.5, 3.0))
+    p = np.where(femur, 0.9, np.where(pelvis, 0.02, 0.0)).astype(np.float32)
+    probability = sitk.GetImageFromArray(p)
+    probability.CopyInformation(ct)
+    seg = labels_from_probability(probability, ct, proximal=False, snap=False, threshold=0.01)
+    assert sorted(seg.sides) == ["left", "right"] and not seg.labels[30:].any()
+    assert ((seg.labels > 0) == femur).all()
+    assert any("joined to the pelvis" in w for w in seg.warnings)
+    # Without the slab's probability the shipped threshold stands and nothing is reported.
+    sound = sitk.GetImageFromArray(np.where(femur, 0.9, 0.0).astype(np.float32))
+    sound.CopyInformation(ct)
+    seg = labels_from_probability(sound, ct, proximal=False, snap=False, threshold=0.01)
+    assert ((seg.labels > 0) == femur).all() and not seg.warnings

@@ -20,6 +20,9 @@ PROXIMAL_LENGTH_MM = 100.0
 # Plausibility of a predicted femur (per side); anything else is reported as "no femur found".
 MAX_FEMUR_MEAN_HU = 600.0  # head, neck and trochanters are mostly marrow and trabecular bone (~150-450 HU)
 MIN_FEMUR_CM3 = 40.0  # less predicted femur than this on a side is "no femur found" (adult proximal femur: 100-250 cm³)
+# A femur whose top lies further than this above the network's confident femur (probability > 0.5)
+# has joined the pelvis (leave-one-case-out: at most 9 mm when sound, 126 mm when joined).
+MAX_RISE_MM = 30.0
 SIDES = ("left", "right")
 SEGMENT_NAMES = {"left": "Left femur", "right": "Right femur"}
 LABEL_VALUES = {"left": 1, "right": 2}
@@ -64,6 +67,11 @@ def midline(hu: np.ndarray, grid: sitk.Image) -> float:
     """LPS x (mm) of the body's centre: the mean x of voxels above -300 HU."""
     kji = np.argwhere(hu[:: 4, :: 4, :: 4] > -300) * 4
     return float(voxel_lps(grid, kji).mean(0)[0]) if len(kji) else 0.0
+
+
+def top_mm(mask: np.ndarray, grid: sitk.Image) -> float:
+    """LPS z (mm; patient superior) of the mask's most superior voxel, -inf when empty."""
+    return float(voxel_lps(grid, np.argwhere(mask))[:, 2].max()) if mask.any() else -np.inf
 
 
 def proximal(mask: np.ndarray, grid: sitk.Image, length_mm: float = PROXIMAL_LENGTH_MM) -> np.ndarray:
