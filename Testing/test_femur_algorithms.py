@@ -12,6 +12,7 @@ import torch
 from FemurSegmentLib import anatomy
 from FemurSegmentLib.boundary import snap_to_cortex
 from FemurSegmentLib.calibration import CalibrationError, fit
+from FemurSegmentLib.evaluation import reference_sides
 from FemurSegmentLib.inference import labels_from_probability
 from FemurSegmentLib.metrics import hd95, overlap, r_squared
 from FemurSegmentLib.model import FemurModel
@@ -271,3 +272,19 @@ def test_a_femur_joined_to_the_pelvis_falls_back_to_a_higher_threshold():
     sound.CopyInformation(ct)
     seg = labels_from_probability(sound, ct, proximal=False, snap=False, threshold=0.01)
     assert ((seg.labels > 0) == femur).all() and not seg.warnings
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_a_reference_label_holding_one_femur_keeps_its_side(flip):
+    # A body across the whole width with one femur at low i: the patient's right (LPS x < 0) unless flipped.
+    hu = np.full((10, 40, 80), -1000, np.int16)
+    hu[:, 5:35, 2:78] = 0
+    hu[:, 15:25, 10:20] = 400
+    ct = sitk.GetImageFromArray(hu)
+    ct.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, 1) if flip else (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    ct.SetOrigin((40.0, 0, 0) if flip else (-40.0, 0, 0))
+    label = sitk.GetImageFromArray((hu == 400).astype(np.uint8) * 2)
+    label.CopyInformation(ct)
+    sides = reference_sides(label, 2, False, anatomy.midline(hu, ct))
+    side, other = ("left", "right") if flip else ("right", "left")
+    assert (sides[side] == (hu == 400)).all() and not sides[other].any()

@@ -87,6 +87,7 @@ def run_train(args) -> Path:
 
 
 def run_evaluate(args) -> dict:
+    from . import anatomy
     from .evaluation import compare, reference_sides, summarize
     from .inference import segment
 
@@ -97,7 +98,8 @@ def run_evaluate(args) -> dict:
     for image_path, label_path in zip(args.images, args.labels):
         ct, reference = _read(image_path), _read(label_path)
         seg = segment(model, ct, "both", proximal=not (args.whole or args.reference_slices))
-        ref = reference_sides(reference, args.label_value, proximal=not (args.whole or args.reference_slices))
+        ref = reference_sides(reference, args.label_value, not (args.whole or args.reference_slices),
+                              anatomy.midline(sitk.GetArrayViewFromImage(ct), ct))
         per_case[Path(image_path).name] = compare(seg.labels, ref, ct, reference_slices=args.reference_slices)
     summary = summarize(per_case)
     print(f"{'case':28s} {'side':6s} {'Dice':>6s} {'sens':>6s} {'spec':>7s} {'HD95 mm':>8s} {'V pred':>8s} {'V true':>8s}")

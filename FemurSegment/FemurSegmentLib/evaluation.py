@@ -17,14 +17,16 @@ from . import anatomy
 from .metrics import hd95, overlap, r_squared
 
 
-def reference_sides(reference: sitk.Image, femur_value: int | None, proximal: bool) -> dict[str, np.ndarray]:
+def reference_sides(reference: sitk.Image, femur_value: int | None, proximal: bool,
+                    midline_x: float) -> dict[str, np.ndarray]:
+    """Reference femur per side: labels 1 (left) / 2 (right), or with ``femur_value`` the femur
+    voxels of that value split at the body's sagittal midline ``midline_x`` (LPS mm, from the CT:
+    :func:`anatomy.midline`), so that a label holding one femur keeps its true side."""
     labels = sitk.GetArrayFromImage(reference)
     if femur_value is None:
         sides = {side: labels == anatomy.LABEL_VALUES[side] for side in anatomy.SIDES}
     else:
-        mask = labels == femur_value
-        x = anatomy.voxel_lps(reference, np.argwhere(mask[:, ::8, ::8]) * [1, 8, 8])[:, 0]
-        sides = anatomy.split_sides(mask, reference, float(np.median(x)) if len(x) else 0.0)
+        sides = anatomy.split_sides(labels == femur_value, reference, midline_x)
     if proximal:
         sides = {side: anatomy.proximal(m, reference) for side, m in sides.items()}
     return sides

@@ -142,7 +142,8 @@ def labels_from_probability(probability: sitk.Image, ct: sitk.Image, side: str =
             continue
         mean_hu = float(hu[part].mean())
         if mean_hu > anatomy.MAX_FEMUR_MEAN_HU:
-            warnings.append(f"no {name} femur found (the candidate's mean {mean_hu:.0f} HU is too dense for a femur)")
+            warnings.append(f"no {name} femur found (the candidate's mean {mean_hu:.0f} HU is too dense for a femur: "
+                            "dense bone such as skull, or a metal implant)")
             continue
         labels[part if proximal else parts[name]] = anatomy.LABEL_VALUES[name]
         found.append(name)

@@ -134,8 +134,9 @@ def main() -> int:
                 model.save(kept, {"trained_on": train_on, **summary})
         results["training"][held_out] = summary
         ct = cts[held_out]
-        references = {"mit_proximal": reference_sides(mit[held_out], MIT_FEMUR, True),
-                      "clinician": reference_sides(manual[held_out], None, False)}
+        middle = anatomy.midline(sitk.GetArrayViewFromImage(ct), ct)
+        references = {"mit_proximal": reference_sides(mit[held_out], MIT_FEMUR, True, middle),
+                      "clinician": reference_sides(manual[held_out], None, False, middle)}
         t = time.perf_counter()
         timings = {}
         probability = femur_probability(model, ct, timings)
