@@ -86,7 +86,8 @@ def run_make_dataset(args) -> dict:
     if not labels:
         raise ValueError(f"{args.landmarks} has no landmarks")
     meta = write_dataset(hu, ijk_to_ras, labels, points, args.count, args.seed, args.out, per_variant=args.per_variant,
-                         vessel_probability=args.vessel_share, progress=lambda m: print(m, end="\r", flush=True))
+                         vessel_probability=args.vessel_share, coarse=args.coarse,
+                         progress=lambda m: print(m, end="\r", flush=True))
     print(f"\nwrote {meta['samples']} samples ({meta['shards']} head variants) to {args.out} in "
           f"{meta['seconds']:.1f} s: {meta['samples_per_second']:.1f} samples/s")
     return meta
@@ -353,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0, help="random seed (use another one for a test set)")
     make.add_argument("--per-variant", type=int, default=64, help="views per random head variant (one shard each)")
     make.add_argument("--vessel-share", type=float, default=0.3, help="share of head variants with contrast vessels")
+    make.add_argument("--coarse", type=int, choices=(1, 2), default=2,
+                      help="head variants and rays this many times coarser than the CT and detector (1: full resolution)")
     make.add_argument("--out", required=True, help="output folder")
     make.set_defaults(func=run_make_dataset)
 

@@ -135,22 +135,23 @@ def render_coarse(renderer: DRRRenderer, geometries: list[CArmGeometry], factor:
 
 def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], points_ras: np.ndarray, count: int,
                   seed: int, out: str | os.PathLike, per_variant: int = 64, vessel_probability: float = 0.3,
-                  render_factor: int = 2, progress=print) -> dict:
+                  coarse: int = 2, progress=print) -> dict:
     """Write ``count`` samples (``per_variant`` views of each random head variant) as shards in
-    ``out``; returns the metadata incl. "samples_per_second"."""
+    ``out``; returns the metadata incl. "samples_per_second". ``coarse``: the head variants are
+    built on a grid and the rays traced on a detector that many times coarser (1 = full resolution)."""
     if count < 1:
         raise ValueError("count must be >= 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    population = HeadPopulation(hu, ijk_to_ras, points_ras)
+    population = HeadPopulation(hu, ijk_to_ras, points_ras, coarse)
     start, written, shard = time.perf_counter(), 0, 0
     while written < count:
         n = min(per_variant, count - written)
         variant = population.sample(rng, vessel_probability)
         renderer = DRRRenderer(hu_to_mu(variant.hu), variant.ijk_to_ras)
         geometries = [random_geometry(rng, population.centre) for _ in range(n)]
-        lines = render_coarse(renderer, geometries, render_factor)
+        lines = render_coarse(renderer, geometries, coarse)
         images = np.stack([appearance(line, g, rng) for line, g in zip(lines, geometries)])
         per = [labels_for(g, variant.landmarks_ras) for g in geometries]
         arrays = {key: np.stack([p[key] for p in per]) for key in per[0]}
@@ -166,7 +167,7 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
         shard += 1
         progress(f"{written}/{count} samples, {written / (time.perf_counter() - start):.1f} samples/s")
     seconds = time.perf_counter() - start
-    meta = dict(labels=list(labels), image_size=IMAGE_SIZE, samples=written, seed=seed, seconds=seconds,
+    meta = dict(labels=list(labels), image_size=IMAGE_SIZE, coarse=coarse, samples=written, seed=seed, seconds=seconds,
                 samples_per_second=written / seconds, shards=shard)
     (out / "dataset.json").write_text(json.dumps(meta, indent=2))
     return meta
