@@ -108,17 +108,18 @@ def labels_from_probability(probability: sitk.Image, ct: sitk.Image, side: str =
                             snap: bool = True, threshold: float = THRESHOLD,
                             timings: dict | None = None) -> Segmentation:
     """The post-processing of :func:`segment`: femur where ``probability`` (on ``ct``'s grid)
-    exceeds ``threshold``, boundary snapped to the cortex, sides, proximal cut. A side whose femur
-    reaches more than ``anatomy.MAX_RISE_MM`` above the network's confident femur (probability >
-    CONFIDENT) has joined the pelvis: then the next of FALLBACK_THRESHOLDS is used (with a warning)."""
+    exceeds ``threshold``, boundary snapped to the cortex, sides, proximal cut. When a requested
+    side's femur reaches more than ``anatomy.MAX_RISE_MM`` above the network's confident femur
+    (probability > CONFIDENT) it has joined the pelvis: then both sides take the next of
+    FALLBACK_THRESHOLDS (with a warning)."""
     timings = {} if timings is None else timings
     begin = time.perf_counter()
     wanted = anatomy.SIDES if side == "both" else (side,)
     p = sitk.GetArrayViewFromImage(probability)
     hu = sitk.GetArrayViewFromImage(ct)
     mid = anatomy.midline(hu, ct)
-    coarse = ct[::2, ::2, :]  # the confident femur's top, on every second column and row (faster)
-    confident = anatomy.split_sides(np.asarray(p[:, ::2, ::2]) > CONFIDENT, coarse, mid)
+    half_grid = ct[::2, ::2, :]  # the confident femur's top, on every second column and row (faster)
+    confident = anatomy.split_sides(np.asarray(p[:, ::2, ::2]) > CONFIDENT, half_grid, mid)
     warnings: list[str] = []
     timings["boundary_s"] = 0.0
     for t in (threshold, *[f for f in FALLBACK_THRESHOLDS if f > threshold]):
@@ -126,7 +127,7 @@ def labels_from_probability(probability: sitk.Image, ct: sitk.Image, side: str =
         mask = snap_to_cortex(p > t, ct) if snap else p > t
         timings["boundary_s"] += time.perf_counter() - start
         parts = anatomy.split_sides(mask, ct, mid)
-        rise = max([anatomy.top_mm(parts[n], ct) - anatomy.top_mm(confident[n], coarse) for n in wanted
+        rise = max([anatomy.top_mm(parts[n], ct) - anatomy.top_mm(confident[n], half_grid) for n in wanted
                     if parts[n].any() and confident[n].any()], default=0.0)
         if rise <= anatomy.MAX_RISE_MM:
             break

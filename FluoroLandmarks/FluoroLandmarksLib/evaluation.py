@@ -16,11 +16,16 @@ from .shape_model import HEAD_DEPTH_SD_MM
 from .shape import TemplateWarp
 
 
+def predict_images(model: LandmarkModel, images: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
+    """:func:`predict_network_frame` over (N, 256, 256) images, ``batch`` at a time."""
+    parts = [predict_network_frame(model, images[s:s + batch]) for s in range(0, len(images), batch)]
+    return {key: np.concatenate([q[key] for q in parts]) for key in parts[0]}
+
+
 def predict_dataset(model: LandmarkModel, data: dict, batch: int = 64, shape_fit: bool = True) -> dict[str, np.ndarray]:
     """Predictions for every sample: ``uv`` (B, L, 2) px, ``depth`` (B, L) mm, ``xyz_ras`` (B, L, 3)
     mm, ``confidence`` (B, L); also the network's own ``uv_network``, ``depth_network``, ``xyz_ras_network``."""
-    parts = [predict_network_frame(model, data["images"][s:s + batch]) for s in range(0, len(data["images"]), batch)]
-    p = {key: np.concatenate([q[key] for q in parts]) for key in parts[0]}
+    p = predict_images(model, data["images"], batch)
     out: dict[str, list] = {}
     for n in range(len(p["uv"])):
         g = geometry_from_arrays(data, n)
@@ -41,8 +46,7 @@ def choose_local_landmarks(model: LandmarkModel, data: dict, batch: int = 64) ->
     magnification = data["sid_sod"][:, 0] / data["sid_sod"][:, 1]
     errors, variants = {}, dict(global_mm=replace(model, local_net=None), local_mm=replace(model, local_landmarks=None))
     for name, variant in variants.items():
-        uv = np.concatenate([predict_network_frame(variant, data["images"][s:s + batch])["uv"]
-                             for s in range(0, len(data["images"]), batch)])
+        uv = predict_images(variant, data["images"], batch)["uv"]
         errors[name] = error_2d_mm(uv, data["uv"], data["spacing"][:, 0], magnification)
     inside = data["in_image"].astype(bool)
     per_landmark = {label: dict({name: float(e[inside[:, n], n].mean()) if inside[:, n].any() else None

@@ -23,7 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "FluoroLandmarks"))
 from FluoroLandmarksLib.dataset import geometry_from_arrays, load_dataset  # noqa: E402
-from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel, predict_network_frame  # noqa: E402
+from FluoroLandmarksLib.evaluation import predict_images  # noqa: E402
+from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel  # noqa: E402
 from FluoroLandmarksLib.metrics import error_2d_mm  # noqa: E402
 from FluoroLandmarksLib.shape_model import CONFIDENCE_POWER, FIT_SIGMA_MM  # noqa: E402
 
@@ -43,8 +44,8 @@ def main() -> int:
     if list(meta["labels"]) != list(model.labels):
         parser.error(f"{args.data}: its landmarks differ from the model's")
     torch.set_num_threads(2)
-    p = [predict_network_frame(model, data["images"][s:s + 64]) for s in range(0, len(data["images"]), 64)]
-    uv, confidence = (np.concatenate([q[key] for q in p]) for key in ("uv", "confidence"))
+    p = predict_images(model, data["images"])
+    uv, confidence = p["uv"], p["confidence"]
     geometries = [geometry_from_arrays(data, n) for n in range(len(uv))]
     magnification = data["sid_sod"][:, 0] / data["sid_sod"][:, 1]
     rows = []
