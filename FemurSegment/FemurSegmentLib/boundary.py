@@ -3,19 +3,28 @@ its surface is snapped to the cortex of the full-resolution CT.
 
 Within ``BAND_MM`` of the network's surface (either side) a voxel is femur when its HU exceeds
 ``BONE_HU``; deeper inside it stays femur; cavities enclosed in an axial slice (the marrow) are
-then filled.
+then filled. On each side's femur, notches narrower than 2 x ``CLOSE_MM`` in an axial slice are
+then closed.
 Chosen as one in-plane working-grid voxel and a usual cortical-bone threshold, and checked on the
 shipped model's segmentation of its two training CTs (Dice against the MIT labels 0.87-0.90 ->
 0.91-0.92, volume error +7..+18 % -> +1..+6 %); leave-one-case-out figures are in the README.
+The closing: where the cortex is thin, low-density trabecular bone (~100-200 HU) reaches the
+surface and the HU test cuts notches into it; closing them raised leave-one-case-out Dice against
+the MIT labels from 0.928 to 0.934 (2 / 3 / 5 mm: 0.932 / 0.934 / 0.937 in a throwaway check on
+those two held-out cases; 3 mm kept, as larger discs start to fill real concavities such as the
+trochanteric fossa).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
 
 BAND_MM = 1.5
 BONE_HU = 200.0
+CLOSE_MM = 3.0
 
 
 def snap_to_cortex(mask: np.ndarray, ct: sitk.Image, band_mm: float = BAND_MM, bone_hu: float = BONE_HU) -> np.ndarray:
@@ -35,6 +44,39 @@ def snap_to_cortex(mask: np.ndarray, ct: sitk.Image, band_mm: float = BAND_MM, b
         image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))  # mm, < 0 inside
     hu = sitk.GetArrayFromImage(roi)
     refined = (distance < -band_mm) | ((np.abs(distance) <= band_mm) & (hu > bone_hu))
-    out[box] = np.stack([sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(s.astype(np.uint8))))
-                         for s in refined]) > 0  # per axial slice: the shaft's marrow runs out of the scan
+    out[box] = _fill_slices(refined)
     return out
+
+
+def close_notches(femur: np.ndarray, ct: sitk.Image, close_mm: float = CLOSE_MM) -> np.ndarray:
+    """One femur's mask [k, j, i] with, per axial slice, notches narrower than 2 x ``close_mm``
+    closed (a disc closing) and enclosed cavities filled."""
+    if not femur.any() or close_mm <= 0:
+        return femur
+    spacing = ct.GetSpacing()
+    margin = [0] + [int(round(close_mm / s)) + 1 for s in spacing[1::-1]]  # [k, j, i] voxels
+    nonzero = [np.flatnonzero(femur.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    box = tuple(slice(max(n[0] - m, 0), min(n[-1] + 1 + m, size)) for n, m, size in zip(nonzero, margin, femur.shape))
+    out = femur.copy()
+    out[box] = _fill_slices(femur[box] | close_in_plane(femur[box], close_mm, spacing[:2]))
+    return out
+
+
+def _fill_slices(mask: np.ndarray) -> np.ndarray:
+    """Cavities enclosed in each axial slice filled (the shaft's marrow runs out of the scan, so not in 3D)."""
+    return np.stack([sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(s.astype(np.uint8))))
+                     for s in mask]) > 0
+
+
+def close_in_plane(mask: np.ndarray, radius_mm: float, spacing_ij: tuple[float, float]) -> np.ndarray:
+    """Morphological closing of each axial slice of a [k, j, i] mask by a disc of ``radius_mm``
+    (``spacing_ij`` = in-plane (i, j) spacing, mm), computed with a margin so the array's border
+    neither adds nor removes anything."""
+    ri, rj = (int(round(radius_mm / s)) for s in spacing_ij)
+    j, i = np.mgrid[-rj:rj + 1, -ri:ri + 1]
+    disc = torch.from_numpy(((i * spacing_ij[0]) ** 2 + (j * spacing_ij[1]) ** 2 <= radius_mm ** 2).astype(np.float32))
+    kernel, pad = disc[None, None], (ri, ri, rj, rj)
+    x = F.pad(torch.from_numpy(mask.astype(np.float32))[:, None], pad)  # the margin
+    dilated = (F.conv2d(F.pad(x, pad), kernel) > 0.5).float()
+    eroded = F.conv2d(F.pad(1.0 - dilated, pad, value=1.0), kernel) < 0.5
+    return eroded[:, 0, rj:eroded.shape[2] - rj, ri:eroded.shape[3] - ri].numpy()

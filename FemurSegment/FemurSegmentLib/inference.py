@@ -18,7 +18,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from . import anatomy
-from .boundary import snap_to_cortex
+from .boundary import close_notches, snap_to_cortex
 from .model import FemurModel
 from .volumes import InputError, body_box, check_ct, normalize, resample, working_grid
 
@@ -137,6 +137,10 @@ def labels_from_probability(probability: sitk.Image, ct: sitk.Image, side: str =
     labels = np.zeros(mask.shape, np.uint8)
     found = []
     for name in wanted:
+        if snap:
+            start = time.perf_counter()
+            parts[name] = close_notches(parts[name], ct)
+            timings["boundary_s"] += time.perf_counter() - start
         part = anatomy.proximal(parts[name], ct)  # the plausibility rules are about the proximal femur
         if part.sum() * voxel_cm3 < anatomy.MIN_FEMUR_CM3:
             warnings.append(f"no {name} femur found")

@@ -74,46 +74,84 @@ class ShapeModel:
         ``head_depth_mm``: the prior's head-centre distance from the source along the principal
         ray (mm; None = the isocenter, ``geometry.sod_mm``), e.g. known from the table height;
         ``depth_sd_mm``: its sd (None = ``HEAD_DEPTH_SD_MM`` for a known depth, else ``DEPTH_SD_MM``)."""
-        uv_px = np.asarray(uv_px, float)
-        w = np.clip(np.asarray(weight, float), 0.0, 1.0)
-        if uv_px.shape != (len(self.mean), 2) or w.shape != (len(self.mean),):
-            raise ValueError(f"expected ({len(self.mean)}, 2) estimates and ({len(self.mean)},) weights")
-        rotation, translation = geometry.world_to_camera[:, :3], geometry.world_to_camera[:, 3]
-        fu, fv = geometry.intrinsics[0, 0], geometry.intrinsics[1, 1]
-        principal = geometry.principal_point_px
-        sigma_px = sigma_mm * geometry.magnification / np.asarray(geometry.pixel_spacing_mm, float)
-        mean_c = self.mean @ rotation.T  # (L, 3) camera frame
-        modes_c = self.modes @ rotation.T  # (K, L, 3)
-        k = len(self.variances)
-        depth0 = geometry.sod_mm if head_depth_mm is None else float(head_depth_mm)
         if depth_sd_mm is None:
             depth_sd_mm = DEPTH_SD_MM if head_depth_mm is None else HEAD_DEPTH_SD_MM
-        b, centre = np.zeros(k), np.array([0.0, 0.0, depth0])
-        centre[:2] = _centre_across(mean_c, uv_px, w, centre[2], fu, fv, principal)
-        prior = np.concatenate([1.0 / self.variances, [ACROSS_PRIOR, ACROSS_PRIOR, 1.0 / depth_sd_mm ** 2]])
-        robust = np.ones_like(w)
+        depth0 = geometry.sod_mm if head_depth_mm is None else float(head_depth_mm)
+        return self.fit_views([View(uv_px, weight, geometry, depth0, depth_sd_mm)], sigma_mm, huber, iterations)
+
+    def fit_views(self, views: list["View"], sigma_mm: float = FIT_SIGMA_MM, huber: float = 2.0,
+                  iterations: int = 8) -> ShapeFit:
+        """MAP fit of one head to the 2D estimates of several frames of it (e.g. the two planes of a
+        biplane C-arm; the head does not move between them). The centre is solved in patient RAS;
+        each view adds its depth prior. ``uv`` and ``depth_mm`` of the result are for ``views[0]``."""
+        k = len(self.variances)
+        for v in views:
+            if v.uv_px.shape != (len(self.mean), 2) or v.weight.shape != (len(self.mean),):
+                raise ValueError(f"expected ({len(self.mean)}, 2) estimates and ({len(self.mean)},) weights per view")
+        first = views[0].geometry
+        rotation0, translation0 = first.world_to_camera[:, :3], first.world_to_camera[:, 3]
+        start = np.array([0.0, 0.0, views[0].depth_mm])
+        start[:2] = _centre_across(self.mean @ rotation0.T, views[0].uv_px, views[0].weight, start[2],
+                                   first.intrinsics[0, 0], first.intrinsics[1, 1], first.principal_point_px)
+        b, centre = np.zeros(k), (start - translation0) @ rotation0  # centre in RAS
+        precision = np.zeros((3, 3))  # of the centre (RAS), from each view's depth prior
+        mean_at = np.zeros(3)
+        for v in views:
+            r = v.geometry.world_to_camera[:, :3]
+            p = r.T @ np.diag([ACROSS_PRIOR, ACROSS_PRIOR, 1.0 / v.depth_sd_mm ** 2]) @ r
+            target = (np.array([0.0, 0.0, v.depth_mm]) - v.geometry.world_to_camera[:, 3]) @ r
+            precision, mean_at = precision + p, mean_at + p @ target
+        centre_prior = np.linalg.solve(precision, mean_at)  # the prior's mean centre (RAS mm)
+        prior = np.zeros((k + 3, k + 3))
+        prior[:k, :k], prior[k:, k:] = np.diag(1.0 / self.variances), precision
         for _ in range(iterations):
-            y = mean_c + np.tensordot(b, modes_c, axes=1) + centre  # (L, 3)
-            z = y[:, 2]
-            uv = np.stack([fu * y[:, 0] / z, fv * y[:, 1] / z], 1) + principal
-            r = (uv - uv_px) / sigma_px  # (L, 2) in units of sigma
-            norm = np.linalg.norm(r, axis=1)
-            robust = np.where(norm > huber, huber / np.maximum(norm, 1e-12), 1.0)
-            sw = np.sqrt(w * robust)[:, None] / sigma_px  # (L, 2) per-coordinate sqrt weight / sigma
-            # d uv / d y per landmark: (L, 2, 3)
-            duv = np.zeros((len(y), 2, 3))
-            duv[:, 0, 0], duv[:, 1, 1] = fu / z, fv / z
-            duv[:, 0, 2], duv[:, 1, 2] = -fu * y[:, 0] / z ** 2, -fv * y[:, 1] / z ** 2
-            dy = np.concatenate([modes_c.transpose(1, 2, 0), np.broadcast_to(np.eye(3), (len(y), 3, 3))], 2)
-            jac = (np.einsum("lij,ljp->lip", duv, dy) * sw[:, :, None]).reshape(-1, k + 3)
-            res = ((uv - uv_px) * sw).reshape(-1)
-            theta = np.concatenate([b, centre - [0.0, 0.0, depth0]])
-            step = np.linalg.solve(jac.T @ jac + np.diag(prior), -(jac.T @ res + prior * theta))
+            points = self.shape(b) + centre  # (L, 3) RAS
+            jac, res = zip(*[v.linearize(points, self.modes, sigma_mm, huber) for v in views])
+            jac, res = np.concatenate(jac), np.concatenate(res)
+            theta = np.concatenate([b, centre - centre_prior])
+            step = np.linalg.solve(jac.T @ jac + prior, -(jac.T @ res + prior @ theta))
             b, centre = b + step[:k], centre + step[k:]
-        y = mean_c + np.tensordot(b, modes_c, axes=1) + centre
-        points = (y - translation) @ rotation
-        uv, depth = geometry.project(points)
-        return ShapeFit(points, uv, depth, (centre - translation) @ rotation, b)
+        points = self.shape(b) + centre
+        uv, depth = first.project(points)
+        return ShapeFit(points, uv, depth, centre, b)
+
+
+@dataclass
+class View:
+    """One frame's evidence for :meth:`ShapeModel.fit_views`: (L, 2) detector-pixel estimates,
+    (L,) weights in [0, 1], the frame's geometry, and the prior on the head centre's distance from
+    the source along the principal ray (mean ``depth_mm`` and sd ``depth_sd_mm``, mm)."""
+
+    uv_px: np.ndarray
+    weight: np.ndarray
+    geometry: CArmGeometry
+    depth_mm: float
+    depth_sd_mm: float = DEPTH_SD_MM
+
+    def __post_init__(self):
+        self.uv_px = np.asarray(self.uv_px, float)
+        self.weight = np.clip(np.asarray(self.weight, float), 0.0, 1.0)
+
+    def linearize(self, points_ras: np.ndarray, modes: np.ndarray, sigma_mm: float,
+                  huber: float) -> tuple[np.ndarray, np.ndarray]:
+        """Whitened, Huber-reweighted residuals (2L,) of the projections of ``points_ras`` (L, 3)
+        and their Jacobian (2L, K + 3) in the mode weights and the RAS centre."""
+        g = self.geometry
+        rotation = g.world_to_camera[:, :3]
+        fu, fv = g.intrinsics[0, 0], g.intrinsics[1, 1]
+        sigma_px = sigma_mm * g.magnification / np.asarray(g.pixel_spacing_mm, float)
+        y = points_ras @ rotation.T + g.world_to_camera[:, 3]  # (L, 3) camera frame
+        z = y[:, 2]
+        uv = np.stack([fu * y[:, 0] / z, fv * y[:, 1] / z], 1) + g.principal_point_px
+        norm = np.linalg.norm((uv - self.uv_px) / sigma_px, axis=1)
+        robust = np.where(norm > huber, huber / np.maximum(norm, 1e-12), 1.0)
+        sw = np.sqrt(self.weight * robust)[:, None] / sigma_px  # (L, 2) per-coordinate sqrt weight / sigma
+        duv = np.zeros((len(y), 2, 3))  # d uv / d y (camera), per landmark
+        duv[:, 0, 0], duv[:, 1, 1] = fu / z, fv / z
+        duv[:, 0, 2], duv[:, 1, 2] = -fu * y[:, 0] / z ** 2, -fv * y[:, 1] / z ** 2
+        dras = np.concatenate([modes.transpose(1, 2, 0), np.broadcast_to(np.eye(3), (len(y), 3, 3))], 2)
+        jac = np.einsum("lij,jk,lkp->lip", duv, rotation, dras) * sw[:, :, None]
+        return jac.reshape(-1, dras.shape[2]), ((uv - self.uv_px) * sw).reshape(-1)
 
 
 def _centre_across(mean_c: np.ndarray, uv_px: np.ndarray, w: np.ndarray, depth: float, fu: float, fv: float,
