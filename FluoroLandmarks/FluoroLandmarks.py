@@ -18,7 +18,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from FluoroLandmarksLib import mrml, scenarios
-from FluoroLandmarksLib.detection import detect_frame
+from FluoroLandmarksLib.detection import detect_frame, detect_frames
 from FluoroLandmarksLib.geometry import CArmGeometry, Collimation
 from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel
 from FluoroLandmarksLib.synthesis import GEOMETRY_ATTRIBUTE, OUTPUT_KINDS, DRRParameters, parse_views, synthesize
@@ -61,6 +61,7 @@ class FluoroLandmarksParameterNode:
     collimationFraction: Annotated[float, WithinRange(0.05, 1.0)] = 0.8
     inputFrame: vtkMRMLScalarVolumeNode  # 2D X-ray / fluoroscopy frame for landmark detection
     headDepth: Annotated[float, WithinRange(0, 3000)] = 0.0  # mm source to head centre; 0 = unknown (isocenter)
+    secondFrame: vtkMRMLScalarVolumeNode  # optional: the same head's frame from the biplane's other plane
 
 
 class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -137,12 +138,16 @@ class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDetectButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Landmark detection failed."), waitCursor=True):
-            result = self.logic.detect(self._parameterNode)
-            self.showView(result.nodes["frame"])
-            lenses = ", ".join(f"{name}: {_('in beam') if r['in_field'] else _('not in beam')}"
-                               for name, r in result.eye_lenses.items())
-            self.ui.detectStatusLabel.text = _("{inside}/{total} landmarks in the image; {lenses}").format(
-                inside=int(result.detection.in_image.sum()), total=len(result.detection.labels), lenses=lenses)
+            results = self.logic.detect(self._parameterNode)
+            self.showView(results[0].nodes["frame"])
+            lines = []
+            for result in results:
+                lenses = ", ".join(f"{name}: {_('in beam') if r['in_field'] else _('not in beam')}"
+                                   for name, r in result.eye_lenses.items())
+                lines.append(_("{name}: {inside}/{total} landmarks in the image; {lenses}").format(
+                    name=result.nodes["frame"].GetName(), inside=int(result.detection.in_image.sum()),
+                    total=len(result.detection.labels), lenses=lenses))
+            self.ui.detectStatusLabel.text = "\n".join(lines)
 
     @staticmethod
     def showView(drrNode) -> None:
@@ -188,12 +193,25 @@ class FluoroLandmarksLogic(ScriptedLoadableModuleLogic):
                             p.sourceIsocenterDistance, (columns, rows), (p.pixelSpacing, p.pixelSpacing))
 
     def detect(self, p: FluoroLandmarksParameterNode):
-        frame, _ = mrml.volume_to_numpy(p.inputFrame)
+        """One result per frame: the input frame, and the second frame if one is selected (fitted together)."""
+        model = LandmarkModel.load(SHIPPED_MODEL)
+        frame = self.image(p.inputFrame)
+        if not p.secondFrame:
+            return [detect_frame(slicer.app.applicationLogic(), frame, self.geometry(p, p.inputFrame), model,
+                                 SHIPPED_MODEL, p.inputFrame.GetName(), p.headDepth or None)]
+        if not p.secondFrame.GetAttribute(GEOMETRY_ATTRIBUTE):
+            raise ValueError(_("The second frame has no C-arm geometry of its own (DRRs made here carry it)"))
+        frames = [(frame, self.geometry(p, p.inputFrame), p.inputFrame.GetName()),
+                  (self.image(p.secondFrame), self.geometry(p, p.secondFrame), p.secondFrame.GetName())]
+        return detect_frames(slicer.app.applicationLogic(), frames, model, SHIPPED_MODEL)
+
+    @staticmethod
+    def image(frameNode):
+        """(rows, columns) pixels of a single-slice volume."""
+        frame, _ = mrml.volume_to_numpy(frameNode)
         if frame.shape[0] != 1:
             raise ValueError(_("Select a 2D image (a single-slice volume) as the frame"))
-        model = LandmarkModel.load(SHIPPED_MODEL)
-        return detect_frame(slicer.app.applicationLogic(), frame[0], self.geometry(p, p.inputFrame), model,
-                            SHIPPED_MODEL, p.inputFrame.GetName(), p.headDepth or None)
+        return frame[0]
 
 
 class FluoroLandmarksTest(ScriptedLoadableModuleTest):

@@ -195,3 +195,32 @@ def test_detect_refuses_bad_input(tiny_model, tmp_path, capsys):
     assert "cannot read image" in capsys.readouterr().err
     assert cli.main(["detect", str(tmp_path / "missing.png"), "--model", str(tiny_model / "model"),
                      "--out", str(tmp_path / "o")]) == 2
+
+
+def test_detect_with_a_second_view_shares_the_3d_landmarks(tiny_model, tmp_path, app, capsys):
+    views = {}
+    for angle in ("0", "90"):
+        views[angle] = tmp_path / f"drr{angle}"
+        assert cli.main(["drr", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--primary-angle", angle,
+                         "--output", "image", "--out", str(views[angle])]) == 0
+    out = tmp_path / "biplane"
+    assert cli.main(["detect", str(views["0"] / "drr.nrrd"), "--geometry", str(views["0"] / "geometry.json"),
+                     "--second-image", str(views["90"] / "drr.nrrd"), "--second-geometry",
+                     str(views["90"] / "geometry.json"), "--model", str(tiny_model / "model"), "--out", str(out)]) == 0
+    for name in ("landmarks_2d.mrk.json", "landmarks_2d.csv", "eye_lenses.json", "geometry.json"):
+        assert (out / name).stat().st_size > 0 and (out / "second_view" / name).stat().st_size > 0, name
+    first, second = (mrml.markups_to_numpy(mrml.load_markups(app.app_logic, folder / "landmarks_3d.mrk.json"))[1]
+                     for folder in (out, out / "second_view"))
+    assert np.allclose(first, second, atol=1e-3)
+    lateral = CArmGeometry.from_dict(json.loads((views["90"] / "geometry.json").read_text()))
+    rows = list(csv.DictReader((out / "second_view" / "landmarks_2d.csv").open()))
+    uv = np.array([[float(r["u"]), float(r["v"])] for r in rows])
+    assert np.allclose(uv, lateral.project(first)[0], atol=0.01)  # the second frame's 2D = the shared 3D, projected
+    mrml.load_bundle(app.scene, out / "scene.mrb")
+    names = {app.scene.GetNthNode(i).GetName() for i in range(app.scene.GetNumberOfNodes())}
+    assert {"drr landmarks 2D", "drr landmarks 3D", "drr estimated skull"} <= names
+    capsys.readouterr()
+    assert cli.main(["detect", str(views["0"] / "drr.nrrd"), "--geometry", str(views["0"] / "geometry.json"),
+                     "--second-image", str(views["90"] / "drr.nrrd"), "--model", str(tiny_model / "model"),
+                     "--out", str(tmp_path / "refused")]) == 2
+    assert "--second-geometry" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from FluoroLandmarksLib.geometry import CArmGeometry
-from FluoroLandmarksLib.shape_model import ShapeModel
+from FluoroLandmarksLib.shape_model import ShapeModel, View
 
 
 def population(rng, n=400, landmarks=20):
@@ -84,3 +84,23 @@ def test_a_known_head_depth_places_the_head_along_the_beam():
     assert abs(assumed.centre_ras @ g.beam_direction - 25.0) > 10.0
     assert np.abs(known.centre_ras - 25.0 * g.beam_direction).max() < 2.0
     assert np.linalg.norm(known.points_ras - truth, axis=1).max() < 3.0
+
+
+def test_a_second_view_places_the_head_along_the_first_beam():
+    rng = np.random.default_rng(3)
+    points, centres, base = population(rng)
+    model = ShapeModel.build(points, centres, n_modes=6)
+    frontal = CArmGeometry((0.0, 0.0, 0.0), 0.0, 0.0, 1000.0, 750.0, (256, 256), (1.4, 1.4))
+    lateral = CArmGeometry((0.0, 0.0, 0.0), 90.0, 0.0, 1000.0, 750.0, (256, 256), (1.4, 1.4))
+    head = base * [1.05, 0.95, 1.02]
+    truth = head + 25.0 * frontal.beam_direction  # 25 mm off the isocenter along the frontal beam
+    views = [View(frontal.project(truth)[0], np.ones(len(truth)), frontal, frontal.sod_mm),
+             View(lateral.project(truth)[0], np.ones(len(truth)), lateral, lateral.sod_mm)]
+    one = model.fit_views(views[:1], sigma_mm=0.5)
+    both = model.fit_views(views, sigma_mm=0.5)
+    # One view leaves the depth to the prior (the isocenter); the lateral view sees it across its beam.
+    assert np.linalg.norm(one.points_ras - truth, axis=1).mean() > 10.0
+    assert np.linalg.norm(both.points_ras - truth, axis=1).max() < 1.5
+    assert np.abs(both.uv - views[0].uv_px).max() < 0.5  # the result's projections are the first view's
+    same = model.fit(views[0].uv_px, views[0].weight, frontal, sigma_mm=0.5)
+    assert np.allclose(same.points_ras, one.points_ras)  # fit() is fit_views() with one view

@@ -84,6 +84,11 @@ def test_ui_matches_widget_code_and_parameter_node(module):
     assert params, "no SlicerParameterName in the .ui"
     assert params <= fields, f"SlicerParameterName without a parameter: {params - fields}"
     assert fields <= params, f"parameters without a widget: {fields - params}"
+    combos = {w.get("name") for w in ET.parse(ui).iter("widget") if w.get("class") == "qMRMLNodeComboBox"}
+    fed = {c.findtext("receiver") for c in ET.parse(ui).iter("connection")
+           if (c.findtext("signal"), c.findtext("slot")) == ("mrmlSceneChanged(vtkMRMLScene*)",
+                                                             "setMRMLScene(vtkMRMLScene*)")}
+    assert combos <= fed, f"node selectors that never receive the scene: {combos - fed}"
 
 
 @pytest.mark.parametrize("module", MODULES)

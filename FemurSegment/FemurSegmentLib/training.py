@@ -12,6 +12,7 @@ mirrored patch keeps its labels; sides are assigned afterwards by patient positi
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -90,11 +91,12 @@ def sample_patch(case: Case, rng: np.random.Generator, augment: bool = True, pos
 
 
 def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3, weight_decay: float = 1e-4,
-          seed: int = 0, network: dict | None = None, log=print) -> tuple[SmallVNet, dict]:
-    """Train a :class:`SmallVNet` on random augmented patches; returns the network and a summary."""
+          seed: int = 0, network: dict | None = None, log=print, init: SmallVNet | None = None) -> tuple[SmallVNet, dict]:
+    """Train a :class:`SmallVNet` on random augmented patches (a new one, or a copy of ``init``
+    to fine-tune, which stays unchanged); returns the network and a summary."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = SmallVNet(**(network or {}))
+    net = SmallVNet(**(network or {})) if init is None else copy.deepcopy(init)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 20)  # linear warm-up, then cosine decay to zero
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(
@@ -118,6 +120,7 @@ def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3,
             log(f"step {step + 1}/{steps}  Dice + L2 loss {np.mean(recent):.4f}  {time.perf_counter() - start:.0f} s")
     net.eval()
     summary = {"steps": steps, "batch": batch, "patch_kji": list(PATCH), "lr": lr, "weight_decay": weight_decay,
-               "seed": seed, "cases": {c.name: c.weight for c in cases}, "loss": "Dice (femur) + L2 (probability), weight decay",
+               "seed": seed, "cases": {c.name: c.weight for c in cases}, "fine_tuned": init is not None,
+               "loss": "Dice (femur) + L2 (probability), weight decay",
                "final_loss": float(np.mean(recent)), "seconds": time.perf_counter() - start}
     return net, summary

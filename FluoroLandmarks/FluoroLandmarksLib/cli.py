@@ -284,38 +284,58 @@ def run_evaluate(args) -> dict:
 
 
 def run_detect(args) -> list[Path]:
-    from .detection import detect_frame, export_frame
+    from .detection import detect_frame, detect_frames, export_frame
     from .frames import geometry_from_tags, read_frame
     from .geometry import CArmGeometry
     from .headless import HeadlessApplication
     from .inference import LandmarkModel
 
+    options = dict(sid_mm=args.sid, sod_mm=args.sod, pixel_spacing_mm=args.pixel_spacing, primary_deg=args.primary_angle,
+                   secondary_deg=args.secondary_angle, isocenter_ras=tuple(args.isocenter))
     image, tags = read_frame(args.image, args.frame)
     if args.geometry:
         geometry = CArmGeometry.from_dict(json.loads(Path(args.geometry).read_text()))
         source = {"all": "geometry file"}
     else:
-        geometry, source = geometry_from_tags(tags, image.shape, dict(
-            sid_mm=args.sid, sod_mm=args.sod, pixel_spacing_mm=args.pixel_spacing, primary_deg=args.primary_angle,
-            secondary_deg=args.secondary_angle, isocenter_ras=tuple(args.isocenter)))
+        geometry, source = geometry_from_tags(tags, image.shape, options)
     if args.collimation_rect or args.collimation_circle:
         geometry = replace(geometry, collimation=_collimation(args))
         source["collimation"] = "options"
+    frames = [(image, geometry, Path(args.image).stem)]
+    if args.second_image:
+        if args.head_depth is not None:
+            raise ValueError("--head-depth is for one frame: a second view places the head along the beam itself")
+        second, second_tags = read_frame(args.second_image, args.second_frame)
+        if args.second_geometry:
+            second_geometry = CArmGeometry.from_dict(json.loads(Path(args.second_geometry).read_text()))
+        else:
+            second_geometry, second_source = geometry_from_tags(second_tags, second.shape, options)
+            if second_source["primary_deg"] != "dicom":
+                raise ValueError(f"{args.second_image}: no C-arm angles in its DICOM tags; give --second-geometry FILE")
+        name = Path(args.second_image).stem
+        frames.append((second, second_geometry, name if name != frames[0][2] else f"{name} (second view)"))
     model = LandmarkModel.load(args.model)
     app = HeadlessApplication()
     try:
         start = time.perf_counter()
-        result = detect_frame(app.app_logic, image, geometry, model, args.model, Path(args.image).stem,
-                              args.head_depth)
+        if len(frames) == 1:
+            results = [detect_frame(app.app_logic, image, geometry, model, args.model, frames[0][2], args.head_depth)]
+        else:
+            results = detect_frames(app.app_logic, frames, model, args.model)
         elapsed = time.perf_counter() - start
-        written = export_frame(app.scene, result, args.out)
+        written = export_frame(app.scene, results[0], args.out)
+        if len(results) > 1:
+            written += export_frame(app.scene, results[1], Path(args.out) / "second_view", bundle=False)
     finally:
         app.close()
-    d = result.detection
-    print(f"geometry from {source}; {int(d.in_image.sum())}/{len(d.labels)} landmarks in the image and its collimated field; "
-          f"detected and added to the scene in {1000 * elapsed:.0f} ms; wrote {len(written)} files to {args.out}")
-    for name, lens in result.eye_lenses.items():
-        print(f"  {name}: {'IN the beam' if lens['in_field'] else 'not in the beam'} (confidence {lens['confidence']:.2f})")
+    print(f"geometry from {source}; detected and added to the scene in {1000 * elapsed:.0f} ms "
+          f"({len(frames)} frame{'s' if len(frames) > 1 else ''}); wrote {len(written)} files to {args.out}")
+    for result, (_, _, name) in zip(results, frames):
+        d = result.detection
+        print(f"{name}: {int(d.in_image.sum())}/{len(d.labels)} landmarks in the image and its collimated field")
+        for lens, report in result.eye_lenses.items():
+            print(f"  {lens}: {'IN the beam' if report['in_field'] else 'not in the beam'} "
+                  f"(confidence {report['confidence']:.2f})")
     return written
 
 
@@ -412,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the collimated field, rectangular: centre and size in px (the eye-lens flag uses it)")
     det.add_argument("--collimation-circle", type=float, nargs=3, metavar=("U", "V", "R"),
                      help="the collimated field, circular: centre and radius in px")
+    det.add_argument("--second-image", metavar="IMAGE",
+                     help="a second frame of the same, unmoved head (e.g. a biplane C-arm's other plane): both are "
+                          "fitted at once, which fixes the 3D landmarks along the beam; its 2D results go to "
+                          "OUT/second_view/")
+    det.add_argument("--second-frame", type=int, default=0, help="frame of a multi-frame second image")
+    det.add_argument("--second-geometry", help="geometry.json of the second frame (else its DICOM XA/RF tags)")
     det.set_defaults(func=run_detect)
     return parser
 

@@ -18,7 +18,7 @@ import vtk
 
 from . import mrml
 from .geometry import CArmGeometry
-from .inference import PRESENCE_THRESHOLD, Detection, LandmarkModel, detect
+from .inference import PRESENCE_THRESHOLD, Detection, LandmarkModel, detect, detect_views
 from .landmarks import EYE_LENSES
 from .shape import warp_template
 from .synthesis import GEOMETRY_ATTRIBUTE, write_text_atomic
@@ -94,22 +94,52 @@ def detect_frame(app_logic, image: np.ndarray, geometry: CArmGeometry, model: La
     centre's distance from the source along the principal ray if known (else the isocenter's)."""
     d = detect(model, image, geometry, head_depth_mm)
     scene = app_logic.GetMRMLScene()
+    result = FrameResult(d, geometry, eye_lens_report(d), _frame_nodes(scene, image, d, geometry, name))
+    result.nodes.update(_head_nodes(scene, d, model, model_folder, name))
+    return result
+
+
+def detect_frames(app_logic, frames: list[tuple[np.ndarray, CArmGeometry, str]], model: LandmarkModel,
+                  model_folder) -> list[FrameResult]:
+    """:func:`detect_frame` for several frames (image, geometry, name) of one head that did not move
+    between them (e.g. a biplane C-arm's two planes): the shape model is fitted to all at once, and
+    the 3D landmarks and skull (added once) are shared by every result's nodes."""
+    detections = detect_views(model, [(image, g) for image, g, _ in frames])
+    scene = app_logic.GetMRMLScene()
+    results = [FrameResult(d, g, eye_lens_report(d), _frame_nodes(scene, image, d, g, name))
+               for d, (image, g, name) in zip(detections, frames)]
+    head = _head_nodes(scene, detections[0], model, model_folder, frames[0][2])
+    for r in results:
+        r.nodes.update(head)
+    return results
+
+
+def _frame_nodes(scene, image: np.ndarray, d: Detection, geometry: CArmGeometry, name: str) -> dict:
+    """The frame on its detector plane, its 2D landmarks (seen: selected), the source and the beam."""
     nodes = {"frame": mrml.add_image_volume(scene, name, image, geometry.detector_ijk_to_ras)}
     nodes["frame"].SetAttribute(GEOMETRY_ATTRIBUTE, json.dumps(geometry.to_dict()))
-    visible = d.in_image & (d.confidence > PRESENCE_THRESHOLD)
     nodes["landmarks_2d"] = mrml.add_points(scene, f"{name} landmarks 2D", d.labels, geometry.detector_point_ras(d.uv),
-                                            visible)
-    nodes["landmarks_3d"] = mrml.add_points(scene, f"{name} landmarks 3D", d.labels, d.xyz_ras, visible,
-                                            color=(0.2, 0.8, 1.0))
+                                            _seen(d))
+    nodes["source"] = mrml.add_points(scene, f"{name} source", ["X-ray source"], geometry.source_ras[None],
+                                      color=(1.0, 1.0, 0.3), glyph_scale=4.0)
+    nodes["beam"] = mrml.add_beam_model(scene, f"{name} beam", geometry)
+    return nodes
+
+
+def _head_nodes(scene, d: Detection, model: LandmarkModel, model_folder, name: str) -> dict:
+    """The 3D landmarks and the template skull warped to them."""
+    nodes = {"landmarks_3d": mrml.add_points(scene, f"{name} landmarks 3D", d.labels, d.xyz_ras, _seen(d),
+                                             color=(0.2, 0.8, 1.0))}
     template = read_skull_template(model_folder)
     skull = warp_template(mrml.polydata_points(template), np.asarray(model.card["template_landmarks_ras"]),
                           d.xyz_ras, d.confidence)
     nodes["skull"] = mrml.add_model(scene, f"{name} estimated skull", mrml.with_points(template, skull))
     nodes["skull"].GetDisplayNode().SetOpacity(0.5)
-    nodes["source"] = mrml.add_points(scene, f"{name} source", ["X-ray source"], geometry.source_ras[None],
-                                      color=(1.0, 1.0, 0.3), glyph_scale=4.0)
-    nodes["beam"] = mrml.add_beam_model(scene, f"{name} beam", geometry)
-    return FrameResult(d, geometry, eye_lens_report(d), nodes)
+    return nodes
+
+
+def _seen(d: Detection) -> np.ndarray:
+    return d.in_image & (d.confidence > PRESENCE_THRESHOLD)
 
 
 def landmarks_csv(d: Detection) -> str:
@@ -122,7 +152,9 @@ def landmarks_csv(d: Detection) -> str:
     return out.getvalue()
 
 
-def export_frame(scene, result: FrameResult, out_dir: str | os.PathLike) -> list[Path]:
+def export_frame(scene, result: FrameResult, out_dir: str | os.PathLike, bundle: bool = True) -> list[Path]:
+    """The frame's files in ``out_dir``: 2D and 3D landmarks, skull, CSV, eye lenses, geometry and
+    (``bundle``) the scene as ``scene.mrb``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = result.nodes
@@ -133,5 +165,7 @@ def export_frame(scene, result: FrameResult, out_dir: str | os.PathLike) -> list
     write_text_atomic(out / "landmarks_2d.csv", landmarks_csv(result.detection))
     write_text_atomic(out / "eye_lenses.json", json.dumps(result.eye_lenses, indent=2))
     write_text_atomic(out / "geometry.json", json.dumps(result.geometry.to_dict(), indent=2))
-    mrml.save_bundle(scene, out / "scene.mrb")
-    return [out / f for f in (*files, "landmarks_2d.csv", "eye_lenses.json", "geometry.json", "scene.mrb")]
+    if bundle:
+        mrml.save_bundle(scene, out / "scene.mrb")
+    return [out / f for f in (*files, "landmarks_2d.csv", "eye_lenses.json", "geometry.json")
+            + (("scene.mrb",) if bundle else ())]

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from .dataset import geometry_from_arrays
-from .inference import PRESENCE_THRESHOLD, LandmarkModel, place, predict_network_frame
+from .inference import PRESENCE_THRESHOLD, LandmarkModel, place, place_views, predict_network_frame
 from .metrics import error_2d_mm, landmark_report, summary
 from .population import Deformation
 from .shape_model import HEAD_DEPTH_SD_MM
@@ -93,6 +93,38 @@ def known_depth_errors(model: LandmarkModel, data: dict, pred: dict, known: np.n
     return np.linalg.norm(np.stack(xyz) - data["xyz_ras"], axis=-1)
 
 
+def second_views(data: dict) -> np.ndarray:
+    """(B,) for each sample, another sample of the same head variant: the one whose beam is closest
+    to perpendicular to its own, as a biplane C-arm's second plane (-1 when the head has no other)."""
+    heads = np.unique(data["def_matrix"].reshape(len(data["uv"]), -1), axis=0, return_inverse=True)[1].ravel()
+    beams = np.stack([geometry_from_arrays(data, n).beam_direction for n in range(len(heads))])
+    out = np.full(len(heads), -1)
+    for n in range(len(heads)):
+        others = np.flatnonzero((heads == heads[n]) & (np.arange(len(heads)) != n))
+        if len(others):
+            out[n] = others[np.argmin(np.abs(beams[others] @ beams[n]))]
+    return out
+
+
+def two_view_errors(model: LandmarkModel, data: dict, pred: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each sample fitted together with its :func:`second_views` frame (the network's own estimates
+    in ``pred``, :func:`predict_dataset`): (B', L) 2D errors (mm, isocenter plane) in the sample's
+    frame, (B', L) 3D errors (mm), and the (B',) angles between the two beams (degrees), over the
+    B' samples that have a second view."""
+    second = second_views(data)
+    err2d, err3d, angles = [], [], []
+    magnification = data["sid_sod"][:, 0] / data["sid_sod"][:, 1]
+    for n in np.flatnonzero(second >= 0):
+        m = second[n]
+        g, h = geometry_from_arrays(data, n), geometry_from_arrays(data, m)
+        (uv, _), _, xyz = place_views(model, [(pred["uv_network"][n], pred["confidence"][n], g),
+                                             (pred["uv_network"][m], pred["confidence"][m], h)])
+        err2d.append(error_2d_mm(uv[None], data["uv"][n:n + 1], data["spacing"][n:n + 1, 0], magnification[n:n + 1])[0])
+        err3d.append(np.linalg.norm(xyz - data["xyz_ras"][n], axis=-1))
+        angles.append(np.degrees(np.arccos(np.clip(abs(g.beam_direction @ h.beam_direction), 0, 1))))
+    return np.stack(err2d), np.stack(err3d), np.array(angles)
+
+
 def skull_errors(data: dict, xyz_pred: np.ndarray, confidence: np.ndarray, template_vertices: np.ndarray,
                  template_landmarks: np.ndarray, samples: np.ndarray) -> np.ndarray:
     """Mean distance (mm) per sample between the warped template skull and the sample's true skull
@@ -129,6 +161,10 @@ def evaluate(model: LandmarkModel, meta: dict, data: dict, template_vertices: np
         report["3d_known_head_depth"] = dict(summary(known_depth_errors(model, data, pred, known)),
                                              head_depth_sd_mm=HEAD_DEPTH_SD_MM)
         report["3d_from_true_2d_known_head_depth"] = summary(true_2d_bound(model, data, head_depth_mm=known))
+        if (second_views(data) >= 0).any():
+            two2d, two3d, angles = two_view_errors(model, data, pred)
+            report["two_views"] = {"2d": summary(two2d), "3d": summary(two3d), "beam_angle_deg": dict(
+                min=float(angles.min()), median=float(np.median(angles)), max=float(angles.max()))}
     eyes = [model.labels.index(n) for n in ("eye_lens_right", "eye_lens_left") if n in model.labels]
     if eyes:
         in_field = np.stack([geometry_from_arrays(data, n).in_field_px(pred["uv"][n, eyes]) for n in range(len(err2d))])

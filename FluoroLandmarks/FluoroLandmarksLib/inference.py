@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .dataset import IMAGE_SIZE
 from .geometry import CArmGeometry
 from .network import DEPTH_UNIT_MM, PatchFCNN, aggregate
-from .shape_model import CONFIDENCE_POWER, ShapeModel
+from .shape_model import CONFIDENCE_POWER, ShapeModel, View
 from .training import crops, normalize
 
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model_card.json"
@@ -162,16 +162,44 @@ def place(model: LandmarkModel, uv: np.ndarray, depth_offset_mm: np.ndarray, con
     return fit.uv, fit.depth_mm, fit.points_ras
 
 
-def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry,
-           head_depth_mm: float | None = None) -> Detection:
-    """Landmarks of one frame (rows, columns) whose acquisition is ``geometry`` (its detector size
-    must be the image's (columns, rows)); ``head_depth_mm`` as in :func:`place`."""
+def place_views(model: LandmarkModel, frames: list[tuple[np.ndarray, np.ndarray, CArmGeometry]]
+                ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """One head seen in several frames that it did not move between (e.g. the two planes of a
+    biplane C-arm): the shape model fitted to every frame's network estimates ((L, 2) px,
+    (L,) confidence, geometry) at once. Returns each frame's (L, 2) px and (L,) depth mm from
+    the source, and the (L, 3) RAS mm landmarks."""
+    if model.shape is None:
+        raise ValueError("fitting several frames needs a model with a shape model")
+    fit = model.shape.fit_views([View(uv, c ** CONFIDENCE_POWER, g, g.sod_mm) for uv, c, g in frames])
+    projected = [g.project(fit.points_ras) for _, _, g in frames]
+    return [uv for uv, _ in projected], [depth for _, depth in projected], fit.points_ras
+
+
+def frame_estimates(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry) -> dict[str, np.ndarray]:
+    """The network's estimates on one frame (rows, columns) whose acquisition is ``geometry`` (its
+    detector size must be the image's (columns, rows)): ``uv`` (L, 2) input-image px,
+    ``depth_offset`` (L,) mm, ``confidence`` (L,)."""
     rows, cols = np.asarray(image).shape[:2]
     if tuple(geometry.detector_size_px) != (cols, rows):
         raise ValueError(f"geometry detector {geometry.detector_size_px} does not match the image (columns, rows)="
                          f"({cols}, {rows})")
     square, scale, offset = to_network_frame(image)
     p = predict_network_frame(model, square[None])
-    uv, depth, xyz = place(model, p["uv"][0] * scale - offset, p["depth_offset"][0], p["confidence"][0], geometry,
-                           head_depth_mm=head_depth_mm)
-    return Detection(list(model.labels), uv, p["confidence"][0], geometry.in_field_px(uv), depth, xyz)
+    return dict(uv=p["uv"][0] * scale - offset, depth_offset=p["depth_offset"][0], confidence=p["confidence"][0])
+
+
+def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry,
+           head_depth_mm: float | None = None) -> Detection:
+    """Landmarks of one frame (see :func:`frame_estimates`); ``head_depth_mm`` as in :func:`place`."""
+    e = frame_estimates(model, image, geometry)
+    uv, depth, xyz = place(model, e["uv"], e["depth_offset"], e["confidence"], geometry, head_depth_mm=head_depth_mm)
+    return Detection(list(model.labels), uv, e["confidence"], geometry.in_field_px(uv), depth, xyz)
+
+
+def detect_views(model: LandmarkModel, frames: list[tuple[np.ndarray, CArmGeometry]]) -> list[Detection]:
+    """Landmarks of one head seen in several frames (image, geometry) that it did not move between,
+    e.g. a biplane C-arm's two planes: one Detection per frame, all with the same 3D landmarks."""
+    estimates = [frame_estimates(model, image, g) for image, g in frames]
+    uvs, depths, xyz = place_views(model, [(e["uv"], e["confidence"], g) for e, (_, g) in zip(estimates, frames)])
+    return [Detection(list(model.labels), uv, e["confidence"], g.in_field_px(uv), depth, xyz)
+            for uv, depth, e, (_, g) in zip(uvs, depths, estimates, frames)]

@@ -1,7 +1,7 @@
 """Leave-one-case-out V-Net on the shared pelvis CTs, against both reference label sets.
 
     python Testing/Benchmarks/femur_cross_validation.py --data ../shared/data/hip_ct [--steps N] [--json FILE] [--models DIR]
-        [--held-out CASE ...] [--thresholds T ...]
+        [--held-out CASE ...] [--thresholds T ...] [--observer-steps N]
 
 For each case: train on the other case's MIT-licensed whole-femur labels (yuta-hi label 2) plus the
 project's sample head CT as a femur-free negative (the shipped model's recipe), segment
@@ -10,7 +10,9 @@ the held-out CT, and compare per side with
   * the clinician radiotherapy contours (no licence), on the axial slices each contour covers,
     with Ref002-right also reported without its four defective slices (k 71..74, data README).
 Each held-out CT is segmented twice, with the boundary snapped to the cortex (the shipped pipeline) and with the
-network's own boundary. Models trained here are never written to the repository.
+network's own boundary. With ``--observer-steps N`` each fold model is also fine-tuned for N steps on the training
+CT's clinician contours (its MIT femur on the slices they leave out), a second observer in the clinicians' style,
+and scored against the held-out CT's clinician contours. Models trained here are never written to the repository.
 """
 
 import argparse
@@ -97,6 +99,45 @@ def sweep_table(sweep: dict) -> dict:
     return chosen
 
 
+def clinician_style(manual: sitk.Image, mit: sitk.Image, ct: sitk.Image) -> sitk.Image:
+    """A training label in the clinicians' style: per side, their contour on the axial slices it covers and the
+    MIT femur on the others (the shaft below their arbitrary lower end, the head's top slice)."""
+    contours = sitk.GetArrayFromImage(manual)
+    whole = anatomy.split_sides(sitk.GetArrayFromImage(mit) == MIT_FEMUR, ct,
+                                anatomy.midline(sitk.GetArrayViewFromImage(ct), ct))
+    label = np.zeros(contours.shape, np.uint8)
+    for side, value in anatomy.LABEL_VALUES.items():
+        drawn = contours == value
+        covered = drawn.any(axis=(1, 2))
+        label[drawn | (whole[side] & ~covered[:, None, None])] = 1
+    image = sitk.GetImageFromArray(label)
+    image.CopyInformation(ct)
+    return image
+
+
+def second_observer(model: FemurModel, training: list, steps: int, ct: sitk.Image, references: dict, case: str,
+                    kept: Path | None) -> dict:
+    """Fine-tune ``model`` on clinician-style ``training`` cases; its scores against the clinician contours of the
+    held-out ``ct`` at the shipped threshold and at 0.5, boundary snapped and the network's own."""
+    if kept and (kept / "model_card.json").exists() and FemurModel.load(kept).card.get("steps") == steps:
+        observer = FemurModel.load(kept)
+        print(f"reusing the second-observer model in {kept}", flush=True)
+    else:
+        net, summary = train(training, steps=steps, lr=5e-4, seed=2, init=model.net)
+        observer = FemurModel(net, {})
+        if kept:
+            observer.save(kept, summary)
+    probability = femur_probability(observer, ct, {})
+    out = {"training": {k: v for k, v in observer.card.items() if k not in ("architecture", "sha256", "parameters")}}
+    for threshold in (THRESHOLD, 0.5):
+        for snap in (True, False):
+            labels, warnings = labels_at(probability, ct, snap, threshold)
+            key = f"{'snapped' if snap else 'network_boundary'}_{threshold:g}"
+            out[key] = {name: value for name, value in scores(labels, references, ct, case).items() if name != "mit_proximal"}
+            out[key]["warnings"] = warnings
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="hip_ct folder")
@@ -109,6 +150,9 @@ def main() -> int:
     parser.add_argument("--thresholds", type=float, nargs="+", default=[],
                         help="also score the snapped pipeline at these probability thresholds (e.g. 0.5 0.4 0.3 0.2) "
                              "and pick each fold's threshold on the other fold")
+    parser.add_argument("--observer-steps", type=int, default=0,
+                        help="also fine-tune each fold model this many steps on the training CT's clinician contours "
+                             "and score it against the held-out CT's (a second observer in their style)")
     args = parser.parse_args()
     if not all((args.data / f"{c}_ct.nrrd").is_file() for c in CASES):
         parser.error(f"{args.data} does not hold {', '.join(CASES)} (see ../shared/data/hip_ct)")
@@ -152,6 +196,13 @@ def main() -> int:
             labels, _ = labels_at(probability, ct, True, threshold)
             sweep = scores(labels, references, ct, held_out)
             results.setdefault("threshold_sweep", {}).setdefault(str(threshold), {})[held_out] = sweep
+        if args.observer_steps:
+            print(f"fine-tuning on the clinician contours of {train_on} for {args.observer_steps} steps", flush=True)
+            training = [prepare_case(f"{c} (clinician style)", cts[c], clinician_style(manual[c], mit[c], cts[c]))
+                        for c in train_on] + [negative]
+            results.setdefault("second_observer", {})[held_out] = second_observer(
+                model, training, args.observer_steps, ct, references, held_out,
+                kept / f"observer_{args.observer_steps}" if kept else None)
     for prefix, snap in variants.items():
         boundary = "boundary snapped to the cortex (shipped)" if snap else "the network's own boundary"
         table(f"MIT whole-femur labels cut to the proximal definition (leave-one-case-out), {boundary}",
@@ -163,6 +214,15 @@ def main() -> int:
             results[f"{prefix}{key}_summary"] = summarize(results[prefix + key])
     if args.thresholds:
         results["threshold_choice_by_other_fold"] = sweep_table(results["threshold_sweep"])
+    if args.observer_steps:
+        observer = results["second_observer"]
+        for key in next(iter(observer.values())):
+            if key != "training":
+                for reference in ("clinician", "clinician_without_defect"):
+                    per_case = {case: r[key][reference] for case, r in observer.items()}
+                    table(f"Second observer (fine-tuned {args.observer_steps} steps on the other CT's clinician contours), "
+                          f"{key}, against the {reference.replace('_', ' ')}", per_case)
+                    results[f"second_observer_{key}_{reference}_summary"] = summarize(per_case)
     for case, r in results["runtime"].items():
         print(f"segmentation of {case}: {r['seconds']:.1f} s "
               f"({', '.join(f'{k} {v:.1f}' for k, v in r.items() if k != 'seconds')})")
