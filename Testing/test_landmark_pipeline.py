@@ -119,6 +119,8 @@ def test_evaluate_writes_the_required_keys(tiny_model, tmp_path):
     known = report["3d_known_head_depth"]
     assert known["n"] == report["3d"]["n"] and known["head_depth_sd_mm"] > 0
     assert report["3d_from_true_2d_known_head_depth"]["within_10mm"] >= report["3d_from_true_2d"]["within_10mm"]
+    two = report["two_views"]  # the test set's frames show one head: each is fitted with another of it
+    assert two["3d"]["n"] == report["3d"]["n"] and 0 <= two["beam_angle_deg"]["min"] <= two["beam_angle_deg"]["max"] <= 90
 
 
 def test_shape_model_command_rebuilds_it_and_keeps_the_networks(tiny_model, tmp_path):

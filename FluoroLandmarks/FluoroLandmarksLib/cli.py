@@ -137,6 +137,13 @@ def print_report(report: dict) -> None:
         note = f"the true head depth ± {known['head_depth_sd_mm']:g} mm given to the fit"
         print(line("3d, head depth known", known) + f"  ({note})")
         print(line("3d from true 2d and depth", report["3d_from_true_2d_known_head_depth"]) + f"  ({note})")
+    if "two_views" in report:
+        two = report["two_views"]
+        angle = two["beam_angle_deg"]
+        note = (f"each frame fitted with a second frame of the same head, beams {angle['min']:.0f}-{angle['max']:.0f}° "
+                f"apart (median {angle['median']:.0f}°), as a biplane C-arm")
+        print(line("2d, two views", two["2d"]) + f"  ({note})")
+        print(line("3d, two views", two["3d"]))
     if "eye_lens_in_field_accuracy" in report:
         print(f"eye lens in-field flag accuracy {100 * report['eye_lens_in_field_accuracy']:.1f} % (lenses in the beam "
               f"flagged out: {100 * report['eye_lens_missed']:.1f} %, out of it flagged in: "
@@ -253,7 +260,7 @@ def _record_metrics(model, folder, report: dict, meta: dict, data_folder) -> Non
                                               "3d_out_of_image", "skull_surface", "eye_lens_in_field_accuracy",
                                               "eye_lens_missed", "eye_lens_false_alarm", "network_without_shape_fit",
                                               "3d_from_true_2d", "3d_known_head_depth",
-                                              "3d_from_true_2d_known_head_depth")
+                                              "3d_from_true_2d_known_head_depth", "two_views")
                        if k in report}
     card["metrics"]["test_data"] = dict(meta, folder=str(data_folder))
     model.save(folder, card)
