@@ -332,7 +332,7 @@ def run_detect(args) -> list[Path]:
         elapsed = time.perf_counter() - start
         written = export_frame(app.scene, results[0], args.out)
         if len(results) > 1:
-            written += export_frame(app.scene, results[1], Path(args.out) / "second_view", bundle=False)
+            written += export_frame(app.scene, results[1], Path(args.out) / "second_view", head=False)
     finally:
         app.close()
     print(f"geometry from {source}; detected and added to the scene in {1000 * elapsed:.0f} ms "

@@ -152,20 +152,21 @@ def landmarks_csv(d: Detection) -> str:
     return out.getvalue()
 
 
-def export_frame(scene, result: FrameResult, out_dir: str | os.PathLike, bundle: bool = True) -> list[Path]:
-    """The frame's files in ``out_dir``: 2D and 3D landmarks, skull, CSV, eye lenses, geometry and
-    (``bundle``) the scene as ``scene.mrb``."""
+def export_frame(scene, result: FrameResult, out_dir: str | os.PathLike, head: bool = True) -> list[Path]:
+    """The frame's files in ``out_dir``: 2D landmarks, CSV, eye lenses and geometry, and with ``head``
+    the 3D landmarks, the skull and the scene (``scene.mrb``), which several frames of one head share."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = result.nodes
-    files = {"landmarks_2d.mrk.json": n["landmarks_2d"], "landmarks_3d.mrk.json": n["landmarks_3d"],
-             "skull.vtp": n["skull"]}
-    for filename, node in files.items():
+    nodes = {"landmarks_2d.mrk.json": n["landmarks_2d"]}
+    if head:
+        nodes.update({"landmarks_3d.mrk.json": n["landmarks_3d"], "skull.vtp": n["skull"]})
+    for filename, node in nodes.items():
         mrml.save_node(node, out / filename)
     write_text_atomic(out / "landmarks_2d.csv", landmarks_csv(result.detection))
     write_text_atomic(out / "eye_lenses.json", json.dumps(result.eye_lenses, indent=2))
     write_text_atomic(out / "geometry.json", json.dumps(result.geometry.to_dict(), indent=2))
-    if bundle:
+    if head:
         mrml.save_bundle(scene, out / "scene.mrb")
-    return [out / f for f in (*files, "landmarks_2d.csv", "eye_lenses.json", "geometry.json")
-            + (("scene.mrb",) if bundle else ())]
+    return [out / f for f in (*nodes, "landmarks_2d.csv", "eye_lenses.json", "geometry.json")
+            + (("scene.mrb",) if head else ())]
