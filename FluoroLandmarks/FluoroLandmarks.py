@@ -223,6 +223,8 @@ class FluoroLandmarksTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_drr_round_trip()
+        self.setUp()
+        self.test_biplane_detection()
 
     def test_drr_round_trip(self):
         def reload_scene(path):
@@ -235,3 +237,8 @@ class FluoroLandmarksTest(ScriptedLoadableModuleTest):
                 slicer.app.applicationLogic(), SAMPLE_DIR / "ProMED_CT_0051.nrrd",
                 SAMPLE_DIR / "ProMED_CT_0051_landmarks.mrk.json", out, reload_scene)
         self.delayDisplay(f"DRR round trip passed: {result}")
+
+    def test_biplane_detection(self):
+        result = scenarios.biplane_detection(slicer.app.applicationLogic(), SAMPLE_DIR / "ProMED_CT_0051.nrrd",
+                                             SAMPLE_DIR / "ProMED_CT_0051_landmarks.mrk.json", SHIPPED_MODEL)
+        self.delayDisplay(f"Biplane detection passed: {result}")

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import SAMPLE_CT, SAMPLE_LANDMARKS
-from FluoroLandmarksLib import cli, mrml
+from FluoroLandmarksLib import cli, mrml, scenarios
 from FluoroLandmarksLib.dataset import load_dataset
 from FluoroLandmarksLib.detection import read_skull_template
 from FluoroLandmarksLib.geometry import CArmGeometry
-from FluoroLandmarksLib.inference import LandmarkModel, predict_network_frame
+from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel, predict_network_frame
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +225,8 @@ def test_detect_with_a_second_view_shares_the_3d_landmarks(tiny_model, tmp_path,
                      "--second-image", str(views["90"] / "drr.nrrd"), "--model", str(tiny_model / "model"),
                      "--out", str(tmp_path / "refused")]) == 2
     assert "--second-geometry" in capsys.readouterr().err
+
+
+def test_biplane_detection_scenario_with_the_shipped_model(app):
+    result = scenarios.biplane_detection(app.app_logic, SAMPLE_CT, SAMPLE_LANDMARKS, SHIPPED_MODEL)
+    assert result["planes"] == 2 and result["mean_3d_error_mm"] < 5.0

@@ -12,6 +12,8 @@ from typing import Callable
 import numpy as np
 
 from . import mrml
+from .detection import detect_frames
+from .inference import LandmarkModel
 from .synthesis import DRRParameters, export_views, synthesize
 
 
@@ -69,3 +71,29 @@ def drr_round_trip(app_logic, ct_path: str | Path, landmarks_path: str | Path, o
     text = scene.GetFirstNodeByName("DRR geometry 001")
     assert text is not None and mrml.geometry_from_text_node(text) == views[1].geometry, "geometry node lost"
     return {"views": len(views), "nodes_checked": len(expected)}
+
+
+def biplane_detection(app_logic, ct_path: str | Path, landmarks_path: str | Path, model_folder: str | Path) -> dict:
+    """Render frontal and lateral X-ray frames of a CT with landmarks, detect the landmarks in both
+    frames at once (a biplane C-arm) with the model in ``model_folder``, and check: the inputs are
+    unchanged, each frame's 2D landmarks are the projections of the shared 3D landmarks, the 3D
+    landmarks lie near the CT's own, and both eye lenses are seen in both (uncollimated) beams."""
+    ct = mrml.load_volume(app_logic, ct_path, "CT")
+    landmarks = mrml.load_markups(app_logic, landmarks_path)
+    before = (_node_state(ct), _node_state(landmarks))
+    params = DRRParameters(views=((0.0, 0.0), (90.0, 0.0)), output="image", photons_per_pixel=20000.0)
+    views = synthesize(app_logic, ct, landmarks, params, name="Biplane")
+    frames = [(mrml.volume_to_numpy(v.nodes["drr"])[0][0], v.geometry, f"plane {n}") for n, v in enumerate(views)]
+    results = detect_frames(app_logic, frames, LandmarkModel.load(model_folder), model_folder)
+    assert _same(_node_state(ct), before[0]) and _same(_node_state(landmarks), before[1]), "inputs modified"
+
+    labels, truth = mrml.markups_to_numpy(landmarks)
+    xyz = results[0].detection.xyz_ras
+    assert all(np.array_equal(r.detection.xyz_ras, xyz) for r in results), "the planes disagree in 3D"
+    for r in results:
+        assert np.allclose(r.geometry.project(xyz)[0], r.detection.uv, atol=1e-6), "2D landmarks are not the 3D ones"
+        assert all(lens["in_field"] for lens in r.eye_lenses.values()), "an eye lens in the beam was missed"
+    order = [list(results[0].detection.labels).index(label) for label in labels]
+    error = np.linalg.norm(xyz[order] - truth, axis=1)
+    assert error.mean() < 5.0, f"3D landmarks {error.mean():.1f} mm from the CT's (mean)"
+    return {"planes": len(results), "mean_3d_error_mm": float(error.mean())}
