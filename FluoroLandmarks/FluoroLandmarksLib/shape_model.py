@@ -1,19 +1,20 @@
-"""Landmark shape model of the head population and its fit to one frame's 2D estimates.
+"""Landmark shape model of the head population and its fit to the 2D estimates of one or more frames.
 
 Model (a point distribution model): landmark positions relative to the head centre, in patient
 RAS mm, = mean + sum_k b_k mode_k, with the modes and their variances from the principal
 components of a head population's 3D landmarks (the training set's labels).
 
-Fit (:meth:`ShapeModel.fit`): the maximum a-posteriori mode weights b and head-centre position
-T (C-arm camera frame, mm) given the 2D landmark estimates (detector px) of one frame, under the
+Fit (:meth:`ShapeModel.fit`, one frame; :meth:`ShapeModel.fit_views`, several frames of the same
+unmoved head, e.g. a biplane C-arm's two planes): the maximum a-posteriori mode weights b and
+head-centre position T (patient RAS mm) given the 2D landmark estimates (detector px), under each
 frame's perspective projection. Each 2D estimate counts with a weight in [0, 1] (the network's
 confidence to the power ``CONFIDENCE_POWER``) and a Huber-robust Gaussian error of ``sigma_mm``
-at the isocenter plane; the prior is N(0, variance_k) on b_k and N(SOD, depth_sd_mm^2) on T's
-depth (the head centred on the isocenter along the beam, the one thing a single view cannot
-tell); T across the beam is free. The patient is
-assumed in the frame's reference orientation (RAS as the C-arm angles are defined). The result
-is a consistent 3D landmark set: every landmark, seen or not, gets a 3D position and a
-projection, and scale and depth are tied together by the population's head sizes.
+at the isocenter plane; the prior is N(0, variance_k) on b_k and, per frame, N(SOD, depth_sd_mm^2)
+on T's distance from that frame's source along its principal ray (the head centred on the
+isocenter along the beam, the one thing a single view cannot tell); T across the beam is free.
+The patient is assumed in the frames' reference orientation (RAS as the C-arm angles are
+defined). The result is a consistent 3D landmark set: every landmark, seen or not, gets a 3D
+position and a projection, and scale and depth are tied together by the population's head sizes.
 """
 
 from __future__ import annotations
