@@ -7,7 +7,8 @@ import torch
 
 from FluoroLandmarksLib.dataset import labels_for, random_geometry, render_coarse
 from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu
-from FluoroLandmarksLib.network import OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, landmark_loss, patch_targets
+from FluoroLandmarksLib.network import (OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, densified, landmark_loss,
+                                         patch_targets)
 from FluoroLandmarksLib.population import Deformation, HeadPopulation
 from FluoroLandmarksLib.shape import ThinPlateSpline, warp_template
 
@@ -17,6 +18,24 @@ def test_network_output_shape_and_stride():
     out = net(torch.zeros(2, 1, 256, 256))
     assert net.stride == 16
     assert out.shape == (2, 7, OUTPUTS_PER_LANDMARK, 16, 16)
+
+
+@pytest.mark.parametrize("atrous", [1, 2])
+def test_a_densified_network_keeps_the_strided_outputs_and_adds_those_between(atrous):
+    torch.manual_seed(0)
+    net = PatchFCNN(5, widths=(8, 8, 8, 8, 8), dilations=(2,)).eval()
+    for module in net.modules():  # non-trivial batch statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    dense = densified(net, atrous).eval()
+    image = torch.randn(2, 1, 128, 96)
+    with torch.no_grad():
+        coarse, fine = net(image), dense(image)
+    step = 2 ** atrous
+    assert dense.stride == net.stride // step and fine.shape[-2:] == (8 * step, 6 * step)
+    assert torch.allclose(fine[..., ::step, ::step], coarse, atol=1e-4)
+    assert (fine[..., 1::step, 1::step] - coarse).abs().max() > 1e-3  # patches in between: computed, not copies
 
 
 def constructed_output(votes_uv, logits, h=4, w=4, stride=16):

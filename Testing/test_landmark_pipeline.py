@@ -70,6 +70,17 @@ def test_training_continues_from_a_model(tiny_model, tmp_path):
     assert any(changed)
 
 
+def test_training_can_densify_a_models_output(tiny_model, tmp_path):
+    assert cli.main(["train", "--data", str(tiny_model / "train"), "--out", str(tmp_path / "dense"), "--init",
+                     str(tiny_model / "model"), "--atrous", "1", "--global-steps", "1", "--local-steps", "0",
+                     "--batch", "4"]) == 0
+    before, after = LandmarkModel.load(tiny_model / "model"), LandmarkModel.load(tmp_path / "dense")
+    assert after.card["global_architecture"] == dict(before.card["global_architecture"], atrous=1)
+    assert after.global_net.stride * 2 == before.global_net.stride
+    _, data = load_dataset(tiny_model / "test", keys=("images",))
+    assert predict_network_frame(after, data["images"][:2])["uv"].shape == (2, len(after.labels), 2)
+
+
 def test_model_card_and_safe_loading(tiny_model, tmp_path):
     card = json.loads((tiny_model / "model" / "model_card.json").read_text())
     assert card["sha256"] and card["data"]["samples"] == 48 and "metrics" in card

@@ -163,7 +163,8 @@ def run_train(args) -> Path:
     from .headless import HeadlessApplication
     from .inference import LandmarkModel
     from .shape_model import ShapeModel
-    from .training import train_global, train_local
+    from .network import densified
+    from .training import GLOBAL_ARCHITECTURE, train_global, train_local
 
     meta, data = load_dataset(args.data)
     labels = meta["labels"]
@@ -174,8 +175,11 @@ def run_train(args) -> Path:
         init = LandmarkModel.load(args.init)
         if init.labels != labels:
             raise ValueError(f"{args.init}: its landmarks differ from the dataset's")
+    start_net = init.global_net if init else None
+    if args.atrous and start_net is not None:
+        start_net = densified(start_net, args.atrous)
     global_net, g_info = train_global(data, len(labels), args.global_steps, args.batch, lr=args.lr, seed=args.seed,
-                                      init=init.global_net if init else None)
+                                      architecture=dict(GLOBAL_ARCHITECTURE, atrous=args.atrous), init=start_net)
     if init:
         g_info = dict(g_info, continued_from=dict(model=str(args.init), training=init.card.get("training")))
     local_net, l_info = train_local(data, len(labels), args.local_steps, seed=args.seed) if args.local_steps else (None, {})
@@ -397,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch", type=int, default=24)
     train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine decay)")
     train.add_argument("--init", help="continue training this model folder's global network (same landmarks)")
+    train.add_argument("--atrous", type=int, default=0, choices=(0, 1, 2),
+                       help="run the global network's last N strided blocks at stride 1 with dilated convolutions "
+                            "after them: an output 2^N times denser per axis (with --init: that network converted, "
+                            "same weights)")
     train.add_argument("--threads", type=int, default=2)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--template-ct", default=str(SAMPLE_CT), help="the CT the dataset was made from")

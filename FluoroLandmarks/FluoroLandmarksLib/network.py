@@ -27,32 +27,44 @@ OUTPUTS_PER_LANDMARK = 4  # dx, dy, presence logit, depth offset
 DEPTH_UNIT_MM = 100.0
 
 
-def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+def _block(cin: int, cout: int, stride: int, first: int = 1, second: int = 1) -> nn.Sequential:
+    """Two 3x3 convolutions (dilations ``first``, ``second``), the first with ``stride``."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=first, dilation=first, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=second, dilation=second, bias=False), nn.BatchNorm2d(cout),
                          nn.ReLU(inplace=True))
 
 
 class PatchFCNN(nn.Module):
-    """Fully convolutional: (B, 1, H, W) image -> (B, L, 4, H/stride, W/stride)."""
+    """Fully convolutional: (B, 1, H, W) image -> (B, L, 4, H/stride, W/stride).
+
+    ``atrous``: the last ``atrous`` strided blocks run at stride 1 with the convolutions after them
+    dilated instead (DeepLab's conversion): the same weights then give an output twice as dense per
+    converted block, whose every other patch is exactly the strided network's output."""
 
     def __init__(self, n_landmarks: int, widths: tuple[int, ...] = (16, 32, 48, 64, 96),
                  strides: tuple[int, ...] = (2, 2, 2, 2, 1), displacement_scale: float = 64.0,
-                 dilations: tuple[int, ...] = (2,)):
+                 dilations: tuple[int, ...] = (2,), atrous: int = 0):
         super().__init__()
-        layers, cin = [], 1
-        for width, stride in zip(widths, strides):
-            layers.append(_block(cin, width, stride))
+        layers, cin, rate = [], 1, 1
+        converted = [n for n, s in enumerate(strides) if s > 1][len([s for s in strides if s > 1]) - atrous:]
+        for n, (width, stride) in enumerate(zip(widths, strides)):
+            if n in converted:
+                layers.append(_block(cin, width, 1, rate, rate * stride))
+                rate *= stride
+            else:
+                layers.append(_block(cin, width, stride, rate, rate))
             cin = width
         for dilation in dilations:  # context at the output resolution
-            layers.append(nn.Sequential(nn.Conv2d(cin, cin, 3, padding=dilation, dilation=dilation, bias=False),
+            d = dilation * rate
+            layers.append(nn.Sequential(nn.Conv2d(cin, cin, 3, padding=d, dilation=d, bias=False),
                                         nn.BatchNorm2d(cin), nn.ReLU(inplace=True)))
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(cin, n_landmarks * OUTPUTS_PER_LANDMARK, 1)
         self.n_landmarks = n_landmarks
-        self.stride = int(np.prod(strides))
+        self.stride = int(np.prod(strides)) // rate
         self.config = dict(n_landmarks=n_landmarks, widths=list(widths), strides=list(strides),
-                           displacement_scale=displacement_scale, dilations=list(dilations))
+                           displacement_scale=displacement_scale, dilations=list(dilations), atrous=atrous)
         self.displacement_scale = displacement_scale  # px per unit of the raw displacement output
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -60,6 +72,14 @@ class PatchFCNN(nn.Module):
         b, _, h, w = out.shape
         out = out.view(b, self.n_landmarks, OUTPUTS_PER_LANDMARK, h, w)
         return torch.cat([out[:, :, :2] * self.displacement_scale, out[:, :, 2:]], dim=2)
+
+
+def densified(net: PatchFCNN, atrous: int = 1) -> PatchFCNN:
+    """A copy of ``net`` with its last ``atrous`` strided blocks converted (same weights, an output
+    2**atrous times denser per axis; see :class:`PatchFCNN`)."""
+    dense = PatchFCNN(**dict(net.config, atrous=atrous))
+    dense.load_state_dict(net.state_dict())
+    return dense
 
 
 def patch_centres(h: int, w: int, stride: int, device=None) -> torch.Tensor:
