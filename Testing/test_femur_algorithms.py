@@ -225,7 +225,7 @@ def test_notches_are_closed_where_the_cortex_is_thin():
     open_ = snap_to_cortex(coarse, ct)
     closed = close_notches(open_, ct)
     gap = notch & truth
-    assert (closed & gap).sum() >= 0.75 * gap.sum() > (open_ & gap).sum()  # 44 vs 31 of 56 voxels per slice
+    assert (closed & gap).sum() >= 0.75 * gap.sum() > (open_ & gap).sum()  # 47 vs 31 of 56 voxels per slice
     assert overlap(closed, truth)["dice"] > overlap(open_, truth)["dice"] + 0.005
     assert not (closed & (r > 13)).any()                               # nothing added outside the bone
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-import torch.nn.functional as F
 
 BAND_MM = 1.5
 BONE_HU = 200.0
@@ -50,15 +48,16 @@ def snap_to_cortex(mask: np.ndarray, ct: sitk.Image, band_mm: float = BAND_MM, b
 
 def close_notches(femur: np.ndarray, ct: sitk.Image, close_mm: float = CLOSE_MM) -> np.ndarray:
     """One femur's mask [k, j, i] with, per axial slice, notches narrower than 2 x ``close_mm``
-    closed (a disc closing) and enclosed cavities filled."""
+    closed (SimpleITK's binary closing by an in-plane disc) and enclosed cavities filled."""
     if not femur.any() or close_mm <= 0:
         return femur
-    spacing = ct.GetSpacing()
-    margin = [0] + [int(round(close_mm / s)) + 1 for s in spacing[1::-1]]  # [k, j, i] voxels
+    radius = [int(round(close_mm / s)) for s in ct.GetSpacing()[:2]] + [0]  # voxels (i, j, k)
+    margin = [0, radius[1] + 1, radius[0] + 1]  # [k, j, i]
     nonzero = [np.flatnonzero(femur.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
     box = tuple(slice(max(n[0] - m, 0), min(n[-1] + 1 + m, size)) for n, m, size in zip(nonzero, margin, femur.shape))
+    closed = sitk.BinaryMorphologicalClosing(sitk.GetImageFromArray(femur[box].astype(np.uint8)), radius, sitk.sitkBall)
     out = femur.copy()
-    out[box] = _fill_slices(femur[box] | close_in_plane(femur[box], close_mm, spacing[:2]))
+    out[box] = _fill_slices(femur[box] | (sitk.GetArrayViewFromImage(closed) > 0))
     return out
 
 
@@ -67,16 +66,3 @@ def _fill_slices(mask: np.ndarray) -> np.ndarray:
     return np.stack([sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(s.astype(np.uint8))))
                      for s in mask]) > 0
 
-
-def close_in_plane(mask: np.ndarray, radius_mm: float, spacing_ij: tuple[float, float]) -> np.ndarray:
-    """Morphological closing of each axial slice of a [k, j, i] mask by a disc of ``radius_mm``
-    (``spacing_ij`` = in-plane (i, j) spacing, mm), computed with a margin so the array's border
-    neither adds nor removes anything."""
-    ri, rj = (int(round(radius_mm / s)) for s in spacing_ij)
-    j, i = np.mgrid[-rj:rj + 1, -ri:ri + 1]
-    disc = torch.from_numpy(((i * spacing_ij[0]) ** 2 + (j * spacing_ij[1]) ** 2 <= radius_mm ** 2).astype(np.float32))
-    kernel, pad = disc[None, None], (ri, ri, rj, rj)
-    x = F.pad(torch.from_numpy(mask.astype(np.float32))[:, None], pad)  # the margin
-    dilated = (F.conv2d(F.pad(x, pad), kernel) > 0.5).float()
-    eroded = F.conv2d(F.pad(1.0 - dilated, pad, value=1.0), kernel) < 0.5
-    return eroded[:, 0, rj:eroded.shape[2] - rj, ri:eroded.shape[3] - ri].numpy()

@@ -47,7 +47,8 @@ class PatchFCNN(nn.Module):
                  dilations: tuple[int, ...] = (2,), atrous: int = 0):
         super().__init__()
         layers, cin, rate = [], 1, 1
-        converted = [n for n, s in enumerate(strides) if s > 1][len([s for s in strides if s > 1]) - atrous:]
+        strided = [n for n, s in enumerate(strides) if s > 1]
+        converted = strided[len(strided) - atrous:]
         for n, (width, stride) in enumerate(zip(widths, strides)):
             if n in converted:
                 layers.append(_block(cin, width, 1, rate, rate * stride))
