@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from FemurSegmentLib import anatomy
-from FemurSegmentLib.boundary import close_notches, snap_to_cortex
+from FemurSegmentLib.boundary import _fill_slices, close_notches, snap_to_cortex
 from FemurSegmentLib.calibration import CalibrationError, fit
 from FemurSegmentLib.evaluation import reference_sides
 from FemurSegmentLib.inference import labels_from_probability
@@ -228,6 +228,22 @@ def test_notches_are_closed_where_the_cortex_is_thin():
     assert (closed & gap).sum() >= 0.75 * gap.sum() > (open_ & gap).sum()  # 47 vs 31 of 56 voxels per slice
     assert overlap(closed, truth)["dice"] > overlap(open_, truth)["dice"] + 0.005
     assert not (closed & (r > 13)).any()                               # nothing added outside the bone
+
+
+def test_slice_filling_matches_a_fill_of_each_slice_alone():
+    mask = np.zeros((4, 12, 14), bool)
+    mask[0, 2:9, 2:9] = True
+    mask[0, 4:7, 4:7] = False       # an enclosed hole: filled
+    mask[1, 0:6, 0:6] = True
+    mask[1, 0:3, 0:3] = False       # open to the slice's border: kept
+    mask[2, 3:11, 5:12] = True
+    mask[2, 5:8, 8:14] = False      # a notch running out of the slice: kept
+    mask[3] = np.random.default_rng(0).random((12, 14)) > 0.45
+    expected = np.stack([sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(s.astype(np.uint8)))) > 0
+                         for s in mask])
+    filled = _fill_slices(mask)
+    assert filled[0, 4:7, 4:7].all() and not filled[1, 0:3, 0:3].any()
+    np.testing.assert_array_equal(filled, expected)
 
 
 def test_body_box_leaves_out_the_table_but_keeps_both_legs():

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from .volumes import bounding_box
+
 PROXIMAL_LENGTH_MM = 100.0
 # Plausibility of a predicted femur (per side); anything else is reported as "no femur found".
 MAX_FEMUR_MEAN_HU = 600.0  # head, neck and trochanters are mostly marrow and trabecular bone (~150-450 HU)
@@ -42,25 +44,20 @@ def voxel_lps(grid: sitk.Image, kji: np.ndarray) -> np.ndarray:
     return ijk * np.array(grid.GetSpacing()) @ direction.T + np.array(grid.GetOrigin())
 
 
-def components(mask: np.ndarray, grid: sitk.Image, largest: int = 8) -> list[np.ndarray]:
-    """The ``largest`` connected components (26-connected) of a boolean [k, j, i] mask, largest first."""
+def split_sides(mask: np.ndarray, grid: sitk.Image, midline_x: float, candidates: int = 8) -> dict[str, np.ndarray]:
+    """Left and right femur from a both-sides femur mask: of the ``candidates`` largest connected
+    components (26-connected), the largest whose centroid lies on each side of the sagittal plane
+    LPS x = ``midline_x`` mm (patient's left: x > midline)."""
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
     image.CopyInformation(grid)
-    relabelled = sitk.RelabelComponent(sitk.ConnectedComponent(image, True))
-    labels = sitk.GetArrayViewFromImage(relabelled)  # a view: ``relabelled`` stays alive until we return
-    return [labels == n for n in range(1, min(int(labels.max()), largest) + 1)]
-
-
-def split_sides(mask: np.ndarray, grid: sitk.Image, midline_x: float) -> dict[str, np.ndarray]:
-    """Left and right femur from a both-sides femur mask: the largest component on each side of
-    the sagittal plane LPS x = ``midline_x`` mm (patient's left: x > midline)."""
-    sides = {side: np.zeros_like(mask, bool) for side in SIDES}
-    for part in components(mask, grid):
-        x = voxel_lps(grid, np.argwhere(part)).mean(0)[0]
-        side = "left" if x > midline_x else "right"
-        if not sides[side].any():
-            sides[side] = part
-    return sides
+    labels = sitk.RelabelComponent(sitk.ConnectedComponent(image, True))  # 1 = largest
+    shapes = sitk.LabelShapeStatisticsImageFilter()
+    shapes.Execute(labels)
+    chosen: dict[str, int] = {}
+    for n in range(1, min(shapes.GetNumberOfLabels(), candidates) + 1):
+        chosen.setdefault("left" if shapes.GetCentroid(n)[0] > midline_x else "right", n)  # centroid in LPS mm
+    array = sitk.GetArrayViewFromImage(labels)
+    return {side: array == chosen[side] if side in chosen else np.zeros(mask.shape, bool) for side in SIDES}
 
 
 def midline(hu: np.ndarray, grid: sitk.Image) -> float:
@@ -71,18 +68,24 @@ def midline(hu: np.ndarray, grid: sitk.Image) -> float:
 
 def top_mm(mask: np.ndarray, grid: sitk.Image) -> float:
     """LPS z (mm; patient superior) of the mask's most superior voxel, -inf when empty."""
-    return float(voxel_lps(grid, np.argwhere(mask))[:, 2].max()) if mask.any() else -np.inf
+    return float(voxel_lps(grid, _indices(mask))[:, 2].max()) if mask.any() else -np.inf
 
 
 def proximal(mask: np.ndarray, grid: sitk.Image, length_mm: float = PROXIMAL_LENGTH_MM) -> np.ndarray:
     """The part of one side's femur mask within ``length_mm`` below its most superior voxel."""
     if not mask.any():
         return mask
-    z = voxel_lps(grid, np.argwhere(mask))[:, 2]
-    keep = z >= z.max() - length_mm
+    kji = _indices(mask)
+    z = voxel_lps(grid, kji)[:, 2]
     out = np.zeros_like(mask, bool)
-    out[tuple(np.argwhere(mask)[keep].T)] = True
+    out[tuple(kji[z >= z.max() - length_mm].T)] = True
     return out
+
+
+def _indices(mask: np.ndarray) -> np.ndarray:
+    """[k, j, i] indices (N, 3) of a mask's voxels, searched only within its bounding box."""
+    box = bounding_box(mask)
+    return np.argwhere(mask[box]) + [b.start for b in box]
 
 
 def proximal_labels(labels: np.ndarray, grid: sitk.Image, length_mm: float = PROXIMAL_LENGTH_MM) -> np.ndarray:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from .volumes import bounding_box
+
 BAND_MM = 1.5
 BONE_HU = 200.0
 CLOSE_MM = 3.0
@@ -30,11 +32,8 @@ def snap_to_cortex(mask: np.ndarray, ct: sitk.Image, band_mm: float = BAND_MM, b
     out = np.zeros(mask.shape, bool)
     if not mask.any():
         return out
-    margin = np.ceil(band_mm / np.array(ct.GetSpacing()[::-1])).astype(int) + 1  # voxels per [k, j, i]
-    nonzero = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    lo = np.maximum([n[0] for n in nonzero] - margin, 0)
-    hi = np.minimum([n[-1] + 1 for n in nonzero] + margin, mask.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    box = bounding_box(mask, np.ceil(band_mm / np.array(ct.GetSpacing()[::-1])).astype(int) + 1)  # [k, j, i]
+    lo, hi = np.array([b.start for b in box]), np.array([b.stop for b in box])
     roi = sitk.RegionOfInterest(ct, [int(x) for x in (hi - lo)[::-1]], [int(x) for x in lo[::-1]])
     image = sitk.GetImageFromArray(mask[box].astype(np.uint8))
     image.CopyInformation(roi)
@@ -52,9 +51,7 @@ def close_notches(femur: np.ndarray, ct: sitk.Image, close_mm: float = CLOSE_MM)
     if not femur.any() or close_mm <= 0:
         return femur
     radius = [int(round(close_mm / s)) for s in ct.GetSpacing()[:2]] + [0]  # voxels (i, j, k)
-    margin = [0, radius[1] + 1, radius[0] + 1]  # [k, j, i]
-    nonzero = [np.flatnonzero(femur.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    box = tuple(slice(max(n[0] - m, 0), min(n[-1] + 1 + m, size)) for n, m, size in zip(nonzero, margin, femur.shape))
+    box = bounding_box(femur, [0, radius[1] + 1, radius[0] + 1])  # [k, j, i]
     closed = sitk.BinaryMorphologicalClosing(sitk.GetImageFromArray(femur[box].astype(np.uint8)), radius, sitk.sitkBall)
     out = femur.copy()
     out[box] = _fill_slices(femur[box] | (sitk.GetArrayViewFromImage(closed) > 0))
@@ -62,7 +59,9 @@ def close_notches(femur: np.ndarray, ct: sitk.Image, close_mm: float = CLOSE_MM)
 
 
 def _fill_slices(mask: np.ndarray) -> np.ndarray:
-    """Cavities enclosed in each axial slice filled (the shaft's marrow runs out of the scan, so not in 3D)."""
-    return np.stack([sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(s.astype(np.uint8))))
-                     for s in mask]) > 0
-
+    """Cavities enclosed in each axial slice filled (the shaft's marrow runs out of the scan, so not in 3D).
+    One 2D fill over all slices stacked with a background frame each, so no slice touches another."""
+    k, j, i = mask.shape
+    mosaic = np.pad(mask, ((0, 0), (1, 1), (1, 1))).reshape(k * (j + 2), i + 2).astype(np.uint8)
+    filled = sitk.BinaryFillhole(sitk.GetImageFromArray(mosaic))
+    return sitk.GetArrayViewFromImage(filled).reshape(k, j + 2, i + 2)[:, 1:-1, 1:-1] > 0

@@ -13,6 +13,7 @@ import vtk
 from vtk.util import numpy_support
 
 from . import anatomy
+from .volumes import bounding_box
 
 
 def image_from_node(node) -> sitk.Image:
@@ -31,11 +32,14 @@ def image_from_node(node) -> sitk.Image:
     return image
 
 
-def _labelmap_node(scene, labels: np.ndarray, volume_node):
+def _labelmap_node(scene, mask: np.ndarray, volume_node):
+    """A temporary labelmap node (1 inside ``mask`` [k, j, i]) on ``volume_node``'s grid, holding
+    only the mask's bounding box (a VTK extent not starting at 0, as Slicer's labelmaps allow)."""
+    box = bounding_box(mask)
     node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "femur labels (temporary)")
     data = vtk.vtkImageData()
-    data.SetDimensions(labels.shape[2], labels.shape[1], labels.shape[0])
-    data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(labels).ravel(), deep=True,
+    data.SetExtent(box[2].start, box[2].stop - 1, box[1].start, box[1].stop - 1, box[0].start, box[0].stop - 1)
+    data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(mask[box].astype(np.uint8).ravel(), deep=True,
                                                               array_type=vtk.VTK_UNSIGNED_CHAR))
     node.SetAndObserveImageData(data)
     m = vtk.vtkMatrix4x4()
@@ -54,7 +58,7 @@ def add_segmentation(scene, volume_node, labels: np.ndarray, name: str):
         value = anatomy.LABEL_VALUES[side]
         if not (labels == value).any():
             continue
-        labelmap = _labelmap_node(scene, np.where(labels == value, 1, 0).astype(np.uint8), volume_node)
+        labelmap = _labelmap_node(scene, labels == value, volume_node)
         before = segmentation.GetSegmentation().GetNumberOfSegments()
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation):
             raise RuntimeError("Slicer could not import the femur labelmap")

@@ -81,10 +81,15 @@ def body_box(hu: np.ndarray, margin: int = 4, part: float = 0.2) -> tuple[slice,
     labels = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(
         sitk.GetImageFromArray(inside.astype(np.uint8)))))
     sizes = np.bincount(labels.ravel())[1:]
-    inside = (labels > 0) & (labels <= int((sizes >= part * sizes[0]).sum()))
+    return bounding_box((labels > 0) & (labels <= int((sizes >= part * sizes[0]).sum())), margin)
+
+
+def bounding_box(mask: np.ndarray, margin=0) -> tuple[slice, ...]:
+    """Bounding box (slices into ``mask``) of a non-empty boolean array, grown by ``margin``
+    voxels (one number, or one per axis) and clipped to the array."""
+    margin = np.broadcast_to(margin, (mask.ndim,))
     box = []
-    for axis in range(3):
-        any_other = inside.any(axis=tuple(a for a in range(3) if a != axis))
-        idx = np.flatnonzero(any_other)
-        box.append(slice(max(0, idx[0] - margin), min(hu.shape[axis], idx[-1] + margin + 1)))
+    for axis in range(mask.ndim):
+        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(0, int(idx[0] - margin[axis])), min(mask.shape[axis], int(idx[-1] + margin[axis] + 1))))
     return tuple(box)
