@@ -7,6 +7,7 @@ import torch
 
 from FluoroLandmarksLib.dataset import labels_for, random_geometry, render_coarse
 from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu
+from FluoroLandmarksLib.metrics import landmark_report
 from FluoroLandmarksLib.network import (OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, densified, landmark_loss,
                                          patch_targets)
 from FluoroLandmarksLib.population import Deformation, HeadPopulation
@@ -196,3 +197,12 @@ def test_collimated_field_from_dicom_tags():
     assert g.in_field_px(np.array([[320.0, 145.0]])).all() and not g.in_field_px(np.array([[320.0, 130.0]])).any()
     g, source = geometry_from_tags({"0018|1700": "RECTANGULAR"}, (480, 640), defaults)  # edges missing
     assert g.collimation.shape == "none" and "collimation" not in source
+
+
+def test_landmark_report_splits_each_landmark_in_and_out_of_the_image():
+    err2d = np.array([[1.0, 20.0], [3.0, 2.0], [30.0, 4.0]])  # (B=3 images, L=2 landmarks) mm
+    inside = np.array([[True, False], [True, True], [False, True]])
+    r = landmark_report(["a", "b"], err2d, 2 * err2d, inside)["per_landmark"]
+    assert r["a"]["2d_in_image"]["mre_mm"] == 2.0 and r["a"]["2d_out_of_image"]["mre_mm"] == 30.0
+    assert r["b"]["2d_in_image"]["within_10mm"] == 1.0 and r["b"]["2d_out_of_image"]["within_10mm"] == 0.0
+    assert r["b"]["3d_out_of_image"]["mre_mm"] == 40.0 and r["a"]["in_image_share"] == 2 / 3

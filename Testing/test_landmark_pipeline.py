@@ -132,6 +132,10 @@ def test_evaluate_writes_the_required_keys(tiny_model, tmp_path):
     assert report["3d_from_true_2d_known_head_depth"]["within_10mm"] >= report["3d_from_true_2d"]["within_10mm"]
     two = report["two_views"]  # the test set's frames show one head: each is fitted with another of it
     assert two["3d"]["n"] == report["3d"]["n"] and 0 <= two["beam_angle_deg"]["min"] <= two["beam_angle_deg"]["max"] <= 90
+    for r in report["per_landmark"].values():  # each landmark's cases split into in and out of the image
+        assert r["2d_in_image"]["n"] + r["2d_out_of_image"]["n"] == r["2d"]["n"] == r["3d"]["n"]
+        assert r["2d_in_image"]["n"] == round(r["in_image_share"] * r["2d"]["n"])
+    assert sum(r["2d_out_of_image"]["n"] for r in report["per_landmark"].values()) == report["2d_out_of_image"]["n"]
 
 
 def test_shape_model_command_rebuilds_it_and_keeps_the_networks(tiny_model, tmp_path):

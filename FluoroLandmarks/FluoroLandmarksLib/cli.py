@@ -148,10 +148,15 @@ def print_report(report: dict) -> None:
         print(f"eye lens in-field flag accuracy {100 * report['eye_lens_in_field_accuracy']:.1f} % (lenses in the beam "
               f"flagged out: {100 * report['eye_lens_missed']:.1f} %, out of it flagged in: "
               f"{100 * report['eye_lens_false_alarm']:.1f} %)")
-    print("per landmark (2D MRE / <=10 mm, 3D MRE / <=10 mm, share in image):")
+    print("per landmark: MRE mm / <=10 mm of all, in the image and outside it (2D, then 3D), share in image:")
     for label, r in report["per_landmark"].items():
-        print(f"  {label:24s} {r['2d']['mre_mm']:6.2f} mm {100 * r['2d']['within_10mm']:5.1f} %   "
-              f"{r['3d']['mre_mm']:6.2f} mm {100 * r['3d']['within_10mm']:5.1f} %   {100 * r['in_image_share']:5.1f} %")
+        cells = [_cell(r[f"{d}{part}"]) for d in ("2d", "3d") for part in ("", "_in_image", "_out_of_image")]
+        print(f"  {label:24s} 2D {' '.join(cells[:3])}   3D {' '.join(cells[3:])}   {100 * r['in_image_share']:5.1f} %")
+
+
+def _cell(s: dict) -> str:
+    """'MRE / share within 10 mm' of a :func:`metrics.summary`, dashes when it is empty."""
+    return f"{s['mre_mm']:5.2f}/{100 * s['within_10mm']:5.1f}%" if s["n"] else f"{'-':>5s}/{'-':>5s} "
 
 
 def run_train(args) -> Path:

@@ -26,6 +26,11 @@ def landmark_report(labels: list[str], err2d: np.ndarray, err3d: np.ndarray, in_
               "3d_in_image": summary(err3d[in_image]), "3d_out_of_image": summary(err3d[~in_image]),
               "per_landmark": {}}
     for n, label in enumerate(labels):
+        inside = in_image[:, n]
         report["per_landmark"][label] = {"2d": summary(err2d[:, n]), "3d": summary(err3d[:, n]),
-                                         "in_image_share": float(in_image[:, n].mean())}
+                                         "2d_in_image": summary(err2d[inside, n]),
+                                         "2d_out_of_image": summary(err2d[~inside, n]),
+                                         "3d_in_image": summary(err3d[inside, n]),
+                                         "3d_out_of_image": summary(err3d[~inside, n]),
+                                         "in_image_share": float(inside.mean())}
     return report
