@@ -39,6 +39,34 @@ def test_a_densified_network_keeps_the_strided_outputs_and_adds_those_between(at
     assert (fine[..., 1::step, 1::step] - coarse).abs().max() > 1e-3  # patches in between: computed, not copies
 
 
+def test_bf16_autocast_keeps_the_head_and_weights_in_float32():
+    torch.manual_seed(0)
+    net = PatchFCNN(3, widths=(8, 8, 8, 8, 8)).eval()
+    image = torch.randn(1, 1, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        features, out = net.features(image), net(image)
+    assert features.dtype == torch.bfloat16 and out.dtype == torch.float32
+    with torch.no_grad():
+        head = net.head(features.float()).view(out.shape)  # float32 head on the same features
+    assert torch.allclose(out[:, :, 2:], head[:, :, 2:], rtol=0, atol=1e-6)  # a bf16 head would round at ~1e-3
+    assert torch.allclose(out[:, :, :2], head[:, :, :2] * net.displacement_scale, rtol=0, atol=1e-4)
+
+
+def test_bf16_training_updates_float32_weights_and_records_its_precision():
+    from FluoroLandmarksLib.training import train_global
+
+    rng = np.random.default_rng(0)
+    data = dict(images=rng.random((4, 64, 64), dtype=np.float32), uv=rng.uniform(0, 64, (4, 2, 2)).astype(np.float32),
+                in_image=np.ones((4, 2), bool), depth=rng.uniform(900, 1100, (4, 2)),
+                sid_sod=np.tile([1200.0, 1000.0], (4, 1)))
+    net = PatchFCNN(2, widths=(8, 8, 8, 8, 8))
+    before = [p.detach().clone() for p in net.parameters()]
+    net, info = train_global(data, 2, steps=2, batch=2, init=net, bf16=True, log=lambda *_: None)
+    assert info["precision"] == "bfloat16 autocast"
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
 def constructed_output(votes_uv, logits, h=4, w=4, stride=16):
     """Output (1, 1, 4, h, w) whose patches vote for ``votes_uv`` (h*w, 2) with ``logits``."""
     from FluoroLandmarksLib.network import patch_centres

@@ -69,7 +69,9 @@ class PatchFCNN(nn.Module):
         self.displacement_scale = displacement_scale  # px per unit of the raw displacement output
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        out = self.head(self.features(image))
+        features = self.features(image)
+        with torch.autocast(features.device.type, enabled=False):  # px displacements need float32, not bf16
+            out = self.head(features.float())
         b, _, h, w = out.shape
         out = out.view(b, self.n_landmarks, OUTPUTS_PER_LANDMARK, h, w)
         return torch.cat([out[:, :, :2] * self.displacement_scale, out[:, :, 2:]], dim=2)

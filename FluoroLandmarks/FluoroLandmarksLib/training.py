@@ -60,9 +60,12 @@ def _update(optimizer, loss, name: str, step: int, steps: int, parts: dict, star
 
 
 def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: float = 3e-3, seed: int = 0,
-                 log=print, architecture: dict | None = None, init: PatchFCNN | None = None) -> tuple[PatchFCNN, dict]:
+                 log=print, architecture: dict | None = None, init: PatchFCNN | None = None,
+                 bf16: bool = False) -> tuple[PatchFCNN, dict]:
     """Global network (``architecture``: PatchFCNN options, default GLOBAL_ARCHITECTURE) on whole
-    images; ``init``: continue from this network instead (its architecture, trained further in place)."""
+    images; ``init``: continue from this network instead (its architecture, trained further in place).
+    ``bf16``: convolutions in bfloat16 autocast (float32 weights, head and loss; ~1.6x faster on CPUs
+    with AVX512-BF16 or AMX)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = init if init is not None else PatchFCNN(n_landmarks, **(GLOBAL_ARCHITECTURE if architecture is None
@@ -76,12 +79,14 @@ def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: 
     for step in range(steps):
         idx = rng.integers(0, n, batch)
         _schedule(optimizer, step, steps, lr)
-        out = net(normalize(data["images"][idx]))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(normalize(data["images"][idx]))
         loss, parts = landmark_loss(out, net.stride, torch.from_numpy(data["uv"][idx]),
                                     None if depth is None else depth[idx], torch.from_numpy(data["in_image"][idx]))
         _update(optimizer, loss, "global", step, steps, parts, start, log)
     net.eval()
-    return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start)
+    return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start,
+                     precision="bfloat16 autocast" if bf16 else "float32")
 
 
 def train_local(data: dict, n_landmarks: int, steps: int, batch: int = 8, lr: float = 3e-3, seed: int = 0,
