@@ -58,8 +58,9 @@ def test_training_on_two_dataset_folders_uses_both(tiny_model, tmp_path):
         load_dataset([tiny_model / "train", other])
 
 
-def test_training_continues_from_a_model(tiny_model, tmp_path):
-    assert cli.main(["train", "--data", str(tiny_model / "train"), "--out", str(tmp_path / "more"), "--init",
+def test_training_continues_from_a_model_keeping_its_shape_model(tiny_model, tmp_path):
+    # train_more alone would build another shape model: the continuation keeps the one it started from
+    assert cli.main(["train", "--data", str(tiny_model / "train_more"), "--out", str(tmp_path / "more"), "--init",
                      str(tiny_model / "model"), "--global-steps", "2", "--local-steps", "0", "--batch", "4",
                      "--lr", "1e-3"]) == 0
     before, after = LandmarkModel.load(tiny_model / "model"), LandmarkModel.load(tmp_path / "more")
@@ -68,6 +69,26 @@ def test_training_continues_from_a_model(tiny_model, tmp_path):
     changed = [not torch.equal(a, b) for a, b in zip(before.global_net.state_dict().values(),
                                                       after.global_net.state_dict().values())]
     assert any(changed)
+    assert np.array_equal(after.shape.modes, before.shape.modes) and np.array_equal(after.shape.mean, before.shape.mean)
+    assert after.card["shape_model"] == before.card["shape_model"]
+    assert not after.bf16 and after.card["inference_precision"] == "float32"
+
+
+def test_a_bf16_trained_model_infers_in_bf16_where_the_cpu_has_it(tiny_model, tmp_path):
+    assert cli.main(["train", "--data", str(tiny_model / "train"), "--out", str(tmp_path / "bf16"), "--init",
+                     str(tiny_model / "model"), "--global-steps", "1", "--local-steps", "0", "--batch", "4",
+                     "--bf16"]) == 0
+    model = LandmarkModel.load(tmp_path / "bf16")
+    assert model.bf16 and model.card["inference_precision"] == "bfloat16"
+    assert model.card["training"]["global_"]["precision"] == "bfloat16 autocast"
+    assert model.autocast_bf16 == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    _, data = load_dataset(tiny_model / "test", keys=("images",))
+    model.local_net = None
+    as_trained = predict_network_frame(model, data["images"][:2])["uv"]
+    in_float32 = predict_network_frame(replace(model, bf16=False), data["images"][:2])["uv"]
+    assert np.abs(as_trained - in_float32).max() < 2.0  # px: the same network
+    if model.autocast_bf16:
+        assert not np.array_equal(as_trained, in_float32)  # but run in bf16
 
 
 def test_training_can_densify_a_models_output(tiny_model, tmp_path):

@@ -197,7 +197,9 @@ def run_train(args) -> Path:
         write_skull_template(app.app_logic, ct, args.out)
     finally:
         app.close()
-    model = LandmarkModel(labels, global_net, local_net, {}, ShapeModel.build(data["xyz_ras"], data["def_centre"]))
+    kept = init is not None and init.shape is not None  # a continuation keeps its population model
+    shape = init.shape if kept else ShapeModel.build(data["xyz_ras"], data["def_centre"])
+    model = LandmarkModel(labels, global_net, local_net, {}, shape, bf16=args.bf16)
     selection = _choose_local(model, args.val) if local_net is not None and args.val else None
     card = dict(
         name="FluoroLandmarks global-to-local landmark FCNN",
@@ -205,7 +207,8 @@ def run_train(args) -> Path:
                   note="synthetic DRRs of random head variants of the GPL-2 sample CT; no patient images"),
         command="fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None,
         training=dict(global_=g_info, local=l_info, seconds=seconds, threads=args.threads, device="cpu"),
-        template_landmarks_ras=template_landmarks.tolist(), shape_model=_shape_card(model.shape, args.data))
+        template_landmarks_ras=template_landmarks.tolist(),
+        shape_model=init.card["shape_model"] if kept else _shape_card(shape, args.data))
     if selection:
         card["local_selection"] = selection
     model.save(args.out, card)
@@ -406,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "whose in-image error the local network lowers there (default: all)")
     train.add_argument("--batch", type=int, default=24)
     train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine decay)")
-    train.add_argument("--init", help="continue training this model folder's global network (same landmarks)")
+    train.add_argument("--init", help="continue training this model folder's global network (same landmarks; "
+                                      "its shape model is kept)")
     train.add_argument("--atrous", type=int, default=0, choices=(0, 1, 2),
                        help="run the global network's last N strided blocks at stride 1 with dilated convolutions "
                             "after them: an output 2^N times denser per axis (with --init: that network converted, "

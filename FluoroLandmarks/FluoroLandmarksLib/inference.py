@@ -40,6 +40,13 @@ class LandmarkModel:
     card: dict
     shape: ShapeModel | None = None
     local_landmarks: list[str] | None = None  # refined by the local network (None: all)
+    bf16: bool = False  # trained in bfloat16 autocast (card: inference_precision)
+
+    @property
+    def autocast_bf16(self) -> bool:
+        """bfloat16 inference: for a bf16-trained model on a CPU with native bf16 (AVX512-BF16/AMX);
+        elsewhere float32 (same weights; emulated bf16 would be slower)."""
+        return self.bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
     def save(self, folder: str | os.PathLike, card: dict) -> Path:
         """Write weights and model card (with the weights' sha256) atomically into ``folder``."""
@@ -57,6 +64,7 @@ class LandmarkModel:
         self.card = dict(card, labels=self.labels, global_architecture=self.global_net.config,
                          local_architecture=self.local_net.config if self.local_net else None,
                          local_landmarks=self.local_landmarks if self.local_net else None,
+                         inference_precision="bfloat16" if self.bf16 else "float32",
                          parameters=sum(p.numel() for net in (self.global_net, self.local_net) if net is not None
                                         for p in net.parameters()),
                          sha256=sha256(folder / WEIGHTS_FILE))
@@ -85,7 +93,8 @@ class LandmarkModel:
             if net is not None:
                 net.eval()
         shape = ShapeModel(**{key: value.numpy() for key, value in state["shape"].items()}) if "shape" in state else None
-        return cls(card["labels"], global_net, local_net, card, shape, card.get("local_landmarks"))
+        return cls(card["labels"], global_net, local_net, card, shape, card.get("local_landmarks"),
+                   card.get("inference_precision") == "bfloat16")
 
 
 @dataclass
@@ -128,7 +137,8 @@ def predict_network_frame(model: LandmarkModel, images: np.ndarray) -> dict[str,
     isocenter plane, ``confidence``
     (B, L); local refinement of the model's local landmarks estimated inside the image."""
     x = normalize(images)
-    est = aggregate(model.global_net(x), model.global_net.stride)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=model.autocast_bf16):
+        est = aggregate(model.global_net(x), model.global_net.stride)
     uv = est["uv"]
     if model.local_net is not None:
         refined_labels = model.labels if model.local_landmarks is None else model.local_landmarks
