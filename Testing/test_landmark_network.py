@@ -67,6 +67,21 @@ def test_bf16_training_updates_float32_weights_and_records_its_precision():
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
 
 
+@pytest.mark.parametrize("depth_weight", [10.0, 0.0])
+def test_the_depth_loss_can_be_left_out(depth_weight):
+    from FluoroLandmarksLib.training import train_global
+
+    rng = np.random.default_rng(0)
+    data = dict(images=rng.random((4, 64, 64), dtype=np.float32), uv=rng.uniform(0, 64, (4, 2, 2)).astype(np.float32),
+                in_image=np.ones((4, 2), bool), depth=rng.uniform(900, 1100, (4, 2)),
+                sid_sod=np.tile([1200.0, 1000.0], (4, 1)))
+    lines = []
+    _, info = train_global(data, 2, steps=1, batch=2, architecture=dict(widths=(8, 8, 8, 8, 8)),
+                           depth_weight=depth_weight, log=lines.append)
+    assert info["depth_weight"] == depth_weight
+    assert ("depth" in lines[0]) == (depth_weight > 0)
+
+
 def constructed_output(votes_uv, logits, h=4, w=4, stride=16):
     """Output (1, 1, 4, h, w) whose patches vote for ``votes_uv`` (h*w, 2) with ``logits``."""
     from FluoroLandmarksLib.network import patch_centres

@@ -185,7 +185,7 @@ def run_train(args) -> Path:
         start_net = densified(start_net, args.atrous)
     global_net, g_info = train_global(data, len(labels), args.global_steps, args.batch, lr=args.lr, seed=args.seed,
                                       architecture=dict(GLOBAL_ARCHITECTURE, atrous=args.atrous), init=start_net,
-                                      bf16=args.bf16)
+                                      bf16=args.bf16, depth_weight=args.depth_weight)
     if init:
         g_info = dict(g_info, continued_from=dict(model=str(args.init), training=init.card.get("training")))
     local_net, l_info = train_local(data, len(labels), args.local_steps, seed=args.seed) if args.local_steps else (None, {})
@@ -418,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--bf16", action="store_true",
                        help="train the global network's convolutions in bfloat16 autocast (float32 weights): about "
                             "1.6x faster on CPUs with AVX512-BF16/AMX, slower without")
+    train.add_argument("--depth-weight", type=float, default=10.0,
+                       help="weight of the network's per-landmark depth loss (0: not trained; the shipped pipeline "
+                            "takes 3D from the shape-model fit)")
     train.add_argument("--threads", type=int, default=2)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--template-ct", default=str(SAMPLE_CT), help="the CT the dataset was made from")

@@ -122,9 +122,11 @@ def patch_targets(uv: torch.Tensor, h: int, w: int, stride: int) -> tuple[torch.
 
 
 def landmark_loss(output: torch.Tensor, stride: int, uv: torch.Tensor, depth_offset: torch.Tensor | None = None,
-                  visible: torch.Tensor | None = None, size: float = 256.0) -> tuple[torch.Tensor, dict]:
+                  visible: torch.Tensor | None = None, size: float = 256.0,
+                  depth_weight: float = 10.0) -> tuple[torch.Tensor, dict]:
     """Patch displacement (smooth L1, px / 16) + presence (BCE) + aggregated estimate (L1, px / 16)
-    [+ depth offset (L1, x10)]. ``visible`` (B, L) masks the presence of landmarks hidden under collimation."""
+    [+ depth offset (L1 in DEPTH_UNIT_MM, x ``depth_weight``)]. ``visible`` (B, L) masks the presence
+    of landmarks hidden under collimation."""
     b, n, _, h, w = output.shape
     flat = output.reshape(b, n, OUTPUTS_PER_LANDMARK, h * w)
     displacement, presence = patch_targets(uv, h, w, stride)
@@ -140,5 +142,5 @@ def landmark_loss(output: torch.Tensor, stride: int, uv: torch.Tensor, depth_off
     loss_a = F.smooth_l1_loss(est["uv"] / 16, uv / 16)
     parts = dict(displacement=loss_d, presence=loss_p, aggregate=loss_a)
     if depth_offset is not None:
-        parts["depth"] = F.l1_loss(est["depth_offset"], depth_offset) * 10
+        parts["depth"] = F.l1_loss(est["depth_offset"], depth_offset) * depth_weight
     return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}

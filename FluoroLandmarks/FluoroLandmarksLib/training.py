@@ -61,18 +61,18 @@ def _update(optimizer, loss, name: str, step: int, steps: int, parts: dict, star
 
 def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: float = 3e-3, seed: int = 0,
                  log=print, architecture: dict | None = None, init: PatchFCNN | None = None,
-                 bf16: bool = False) -> tuple[PatchFCNN, dict]:
+                 bf16: bool = False, depth_weight: float = 10.0) -> tuple[PatchFCNN, dict]:
     """Global network (``architecture``: PatchFCNN options, default GLOBAL_ARCHITECTURE) on whole
     images; ``init``: continue from this network instead (its architecture, trained further in place).
-    ``bf16``: convolutions in bfloat16 autocast (float32 weights, head and loss; ~1.6x faster on CPUs
-    with AVX512-BF16 or AMX)."""
+    ``bf16``: convolutions in bfloat16 autocast (float32 weights, head and loss; ~2x faster on CPUs
+    with AVX512-BF16 or AMX). ``depth_weight``: of the per-landmark depth loss (0: depth not trained)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = init if init is not None else PatchFCNN(n_landmarks, **(GLOBAL_ARCHITECTURE if architecture is None
                                                                   else architecture))
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     depth = None  # depth labels exist for synthetic data only
-    if "depth" in data:
+    if "depth" in data and depth_weight > 0:
         depth = torch.from_numpy(depth_offset(data["depth"], data["sid_sod"][:, 1]).astype(np.float32))
     start, n = time.perf_counter(), len(data["images"])
     net.train()
@@ -82,11 +82,13 @@ def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: 
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = net(normalize(data["images"][idx]))
         loss, parts = landmark_loss(out, net.stride, torch.from_numpy(data["uv"][idx]),
-                                    None if depth is None else depth[idx], torch.from_numpy(data["in_image"][idx]))
+                                    None if depth is None else depth[idx], torch.from_numpy(data["in_image"][idx]),
+                                    depth_weight=depth_weight)
         _update(optimizer, loss, "global", step, steps, parts, start, log)
     net.eval()
     return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start,
-                     precision="bfloat16 autocast" if bf16 else "float32")
+                     precision="bfloat16 autocast" if bf16 else "float32",
+                     depth_weight=0.0 if depth is None else depth_weight)
 
 
 def train_local(data: dict, n_landmarks: int, steps: int, batch: int = 8, lr: float = 3e-3, seed: int = 0,
