@@ -70,7 +70,7 @@ def test_training_continues_from_a_model_keeping_its_shape_model(tiny_model, tmp
                                                       after.global_net.state_dict().values())]
     assert any(changed)
     assert np.array_equal(after.shape.modes, before.shape.modes) and np.array_equal(after.shape.mean, before.shape.mean)
-    assert after.card["shape_model"] == before.card["shape_model"]
+    assert after.card["shape_model"] == before.card["shape_model"]  # the same model, fitted with the same settings
     assert not after.bf16 and after.card["inference_precision"] == "float32"
 
 

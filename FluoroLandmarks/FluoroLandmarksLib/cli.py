@@ -208,7 +208,7 @@ def run_train(args) -> Path:
         command="fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None,
         training=dict(global_=g_info, local=l_info, seconds=seconds, threads=args.threads, device="cpu"),
         template_landmarks_ras=template_landmarks.tolist(),
-        shape_model=init.card["shape_model"] if kept else _shape_card(shape, args.data))
+        shape_model=dict(init.card["shape_model"], **_fit_settings()) if kept else _shape_card(shape, args.data))
     if selection:
         card["local_selection"] = selection
     model.save(args.out, card)
@@ -240,12 +240,15 @@ def _choose_local(model, val_folder) -> dict:
     return dict(selection, data=str(val_folder), samples=int(val_meta["samples"]))
 
 
-def _shape_card(shape, data_folders: list) -> dict:
+def _fit_settings() -> dict:
     from .shape_model import CONFIDENCE_POWER, FIT_SIGMA_MM
 
+    return dict(fit_sigma_mm=FIT_SIGMA_MM, confidence_power=CONFIDENCE_POWER)
+
+
+def _shape_card(shape, data_folders: list) -> dict:
     return dict(modes=len(shape.variances), mode_sd_mm=np.sqrt(shape.variances).round(2).tolist(),
-                source="3D landmark labels of " + " ".join(map(str, data_folders)), fit_sigma_mm=FIT_SIGMA_MM,
-                confidence_power=CONFIDENCE_POWER)
+                source="3D landmark labels of " + " ".join(map(str, data_folders)), **_fit_settings())
 
 
 def run_shape_model(args) -> Path:
