@@ -30,7 +30,7 @@ DEPTH_SD_MM = 10.0 / np.sqrt(3.0)  # sd of U(-10, 10) mm: the training views' he
 # errors are large and heavy-tailed, so the population prior should dominate and confident
 # landmarks count most (`Testing/Benchmarks/landmark_fit_settings.py`, rerun for each shipped network).
 FIT_SIGMA_MM = 7.5
-CONFIDENCE_POWER = 2.0
+CONFIDENCE_POWER = 3.0
 HEAD_DEPTH_SD_MM = 2.0  # uncertainty assumed for a head depth the user knows (e.g. from the table height)
 ACROSS_PRIOR = 1e-8  # 1/mm^2: keeps the centre defined across the beam when no landmark counts
 
