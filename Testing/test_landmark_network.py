@@ -52,13 +52,18 @@ def test_bf16_autocast_keeps_the_head_and_weights_in_float32():
     assert torch.allclose(out[:, :, :2], head[:, :, :2] * net.displacement_scale, rtol=0, atol=1e-4)
 
 
+def tiny_training_data():
+    """Four random 64-px images with two landmarks each, their depths and geometry."""
+    rng = np.random.default_rng(0)
+    return dict(images=rng.random((4, 64, 64), dtype=np.float32), uv=rng.uniform(0, 64, (4, 2, 2)).astype(np.float32),
+                in_image=np.ones((4, 2), bool), depth=rng.uniform(900, 1100, (4, 2)),
+                sid_sod=np.tile([1200.0, 1000.0], (4, 1)))
+
+
 def test_bf16_training_updates_float32_weights_and_records_its_precision():
     from FluoroLandmarksLib.training import train_global
 
-    rng = np.random.default_rng(0)
-    data = dict(images=rng.random((4, 64, 64), dtype=np.float32), uv=rng.uniform(0, 64, (4, 2, 2)).astype(np.float32),
-                in_image=np.ones((4, 2), bool), depth=rng.uniform(900, 1100, (4, 2)),
-                sid_sod=np.tile([1200.0, 1000.0], (4, 1)))
+    data = tiny_training_data()
     net = PatchFCNN(2, widths=(8, 8, 8, 8, 8))
     before = [p.detach().clone() for p in net.parameters()]
     net, info = train_global(data, 2, steps=2, batch=2, init=net, bf16=True, log=lambda *_: None)
@@ -71,12 +76,8 @@ def test_bf16_training_updates_float32_weights_and_records_its_precision():
 def test_the_depth_loss_can_be_left_out(depth_weight):
     from FluoroLandmarksLib.training import train_global
 
-    rng = np.random.default_rng(0)
-    data = dict(images=rng.random((4, 64, 64), dtype=np.float32), uv=rng.uniform(0, 64, (4, 2, 2)).astype(np.float32),
-                in_image=np.ones((4, 2), bool), depth=rng.uniform(900, 1100, (4, 2)),
-                sid_sod=np.tile([1200.0, 1000.0], (4, 1)))
     lines = []
-    _, info = train_global(data, 2, steps=1, batch=2, architecture=dict(widths=(8, 8, 8, 8, 8)),
+    _, info = train_global(tiny_training_data(), 2, steps=1, batch=2, architecture=dict(widths=(8, 8, 8, 8, 8)),
                            depth_weight=depth_weight, log=lines.append)
     assert info["depth_weight"] == depth_weight
     assert ("depth" in lines[0]) == (depth_weight > 0)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .geometry import Collimation
 from .inference import SHIPPED_MODEL
+from .network import DEPTH_LOSS_WEIGHT
 from .synthesis import OUTPUT_KINDS, DRRParameters
 
 
@@ -421,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--bf16", action="store_true",
                        help="train the global network's convolutions in bfloat16 autocast (float32 weights): about "
                             "2x faster on CPUs with AVX512-BF16/AMX (0.40 vs 0.85 s per stride-8 step here), slower without")
-    train.add_argument("--depth-weight", type=float, default=10.0,
+    train.add_argument("--depth-weight", type=float, default=DEPTH_LOSS_WEIGHT,
                        help="weight of the network's per-landmark depth loss (0: not trained; the shipped pipeline "
                             "takes 3D from the shape-model fit)")
     train.add_argument("--threads", type=int, default=2)

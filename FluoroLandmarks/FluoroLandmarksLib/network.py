@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 OUTPUTS_PER_LANDMARK = 4  # dx, dy, presence logit, depth offset
 DEPTH_UNIT_MM = 100.0
+DEPTH_LOSS_WEIGHT = 10.0  # default weight of the depth-offset loss
 
 
 def _block(cin: int, cout: int, stride: int, first: int = 1, second: int = 1) -> nn.Sequential:
@@ -123,7 +124,7 @@ def patch_targets(uv: torch.Tensor, h: int, w: int, stride: int) -> tuple[torch.
 
 def landmark_loss(output: torch.Tensor, stride: int, uv: torch.Tensor, depth_offset: torch.Tensor | None = None,
                   visible: torch.Tensor | None = None, size: float = 256.0,
-                  depth_weight: float = 10.0) -> tuple[torch.Tensor, dict]:
+                  depth_weight: float = DEPTH_LOSS_WEIGHT) -> tuple[torch.Tensor, dict]:
     """Patch displacement (smooth L1, px / 16) + presence (BCE) + aggregated estimate (L1, px / 16)
     [+ depth offset (L1 in DEPTH_UNIT_MM, x ``depth_weight``)]. ``visible`` (B, L) masks the presence
     of landmarks hidden under collimation."""

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import torch
 
-from .network import DEPTH_UNIT_MM, PatchFCNN, landmark_loss
+from .network import DEPTH_LOSS_WEIGHT, DEPTH_UNIT_MM, PatchFCNN, landmark_loss
 
 LOCAL_CROP = 64  # px, crop side of the local networks
 LOCAL_JITTER = 16  # px, training offset of crop centres (covers most of the global network's errors)
@@ -61,7 +61,7 @@ def _update(optimizer, loss, name: str, step: int, steps: int, parts: dict, star
 
 def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: float = 3e-3, seed: int = 0,
                  log=print, architecture: dict | None = None, init: PatchFCNN | None = None,
-                 bf16: bool = False, depth_weight: float = 10.0) -> tuple[PatchFCNN, dict]:
+                 bf16: bool = False, depth_weight: float = DEPTH_LOSS_WEIGHT) -> tuple[PatchFCNN, dict]:
     """Global network (``architecture``: PatchFCNN options, default GLOBAL_ARCHITECTURE) on whole
     images; ``init``: continue from this network instead (its architecture, trained further in place).
     ``bf16``: convolutions in bfloat16 autocast (float32 weights, head and loss; ~2x faster on CPUs
