@@ -20,9 +20,10 @@ from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel, predict_n
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("landmarks")
-    for name, count, seed in (("train", 32, 1), ("train_more", 16, 2), ("test", 16, 99)):
+    for name, count, seed, lower in (("train", 32, 1, "0"), ("train_more", 16, 2, "0"), ("test", 16, 99, "60")):
         assert cli.main(["make-dataset", "--ct", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--count",
-                         str(count), "--seed", str(seed), "--per-variant", "16", "--out", str(root / name)]) == 0
+                         str(count), "--seed", str(seed), "--per-variant", "16", "--lower-head", lower,
+                         "--out", str(root / name)]) == 0
     assert cli.main(["train", "--data", str(root / "train"), str(root / "train_more"), "--out", str(root / "model"),
                      "--global-steps", "3", "--local-steps", "3", "--batch", "4", "--test", str(root / "test"),
                      "--val", str(root / "train_more")]) == 0
@@ -49,6 +50,7 @@ def test_full_resolution_dataset_matches_the_coarse_labels(tmp_path):
 def test_training_on_two_dataset_folders_uses_both(tiny_model, tmp_path):
     card = json.loads((tiny_model / "model" / "model_card.json").read_text())
     assert card["data"]["samples"] == 48 and card["data"]["seed"] == [1, 2]
+    assert json.loads((tiny_model / "test" / "dataset.json").read_text())["lower_head_mm"] == 60
     meta, data = load_dataset([tiny_model / "train", tiny_model / "train_more"], keys=("uv",))
     assert len(data["uv"]) == 48
     other = tmp_path / "other"

@@ -52,7 +52,8 @@ class _Predictor:
     the network stage."""
 
     def __init__(self, model: FemurModel, shape: tuple[int, ...], progress: Progress | None):
-        self.net, self.progress, self.done = model.net, progress, 0
+        # channels-last 3D: oneDNN's faster layout for these 5x5x5 convolutions on CPU (same weights)
+        self.net, self.progress, self.done = model.net.to(memory_format=torch.channels_last_3d), progress, 0
         steps = [max(1, int(w * (1 - OVERLAP))) for w in WINDOW]
         self.total = int(np.prod([max(0, -(-(n - w) // s)) + 1 for n, w, s in zip(shape, WINDOW, steps)]))
 
@@ -60,7 +61,7 @@ class _Predictor:
         if self.progress and self.progress(0.2 + 0.6 * min(self.done / self.total, 1.0), "network") is False:
             raise Cancelled("cancelled")
         self.done += len(window)
-        return self.net(window)
+        return self.net(window.contiguous(memory_format=torch.channels_last_3d)).contiguous()
 
 
 def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress: Progress | None = None) -> sitk.Image:

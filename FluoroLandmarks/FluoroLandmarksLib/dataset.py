@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .drr import DRRRenderer, detector_image, hu_to_mu
 from .geometry import CArmGeometry, Collimation
+from .lower_head import LowerHead
 from .population import HeadPopulation
 
 IMAGE_SIZE = 256
@@ -65,17 +66,26 @@ def random_geometry(rng: np.random.Generator, centre_ras: np.ndarray, r: ViewRan
     return replace(g, isocenter_ras=tuple(float(x) for x in np.asarray(centre_ras) + offset))
 
 
+def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(1, 1, H, W) image blurred with a separable Gaussian of ``sigma`` px (edges replicated)."""
+    r = int(np.ceil(3 * sigma))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    img = F.conv2d(F.pad(img, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(img, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+
+
 def appearance(line_integral: np.ndarray, g: CArmGeometry, rng: np.random.Generator) -> np.ndarray:
-    """uint8 image from line integrals: quantum noise, blur, window, gamma, inversion, noise."""
+    """uint8 image from line integrals: quantum noise, blur, in half of the images unsharp masking
+    (the edge enhancement of radiograph processing), window, gamma, inversion, noise."""
     photons = float(np.exp(rng.uniform(np.log(300.0), np.log(3e4))))
     img = torch.from_numpy(detector_image(line_integral, g, photons, rng))[None, None]
     sigma = rng.uniform(0.0, 1.2)
     if sigma > 0.3:
-        x = torch.arange(-3, 4, dtype=torch.float32)
-        k = torch.exp(-x ** 2 / (2 * sigma ** 2))
-        k = k / k.sum()
-        img = F.conv2d(F.pad(img, (3, 3, 0, 0), mode="replicate"), k.view(1, 1, 1, 7))
-        img = F.conv2d(F.pad(img, (0, 0, 3, 3), mode="replicate"), k.view(1, 1, 7, 1))
+        img = _gaussian_blur(img, sigma)
+    if rng.random() < 0.5:
+        img = img + rng.uniform(0.5, 2.0) * (img - _gaussian_blur(img, rng.uniform(4.0, 16.0)))
     img = img[0, 0].numpy()
     nu, nv = g.detector_size_px
     vv, uu = np.mgrid[0:nv, 0:nu]
@@ -135,16 +145,19 @@ def render_coarse(renderer: DRRRenderer, geometries: list[CArmGeometry], factor:
 
 def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], points_ras: np.ndarray, count: int,
                   seed: int, out: str | os.PathLike, per_variant: int = 64, vessel_probability: float = 0.3,
-                  coarse: int = 2, progress=print) -> dict:
+                  coarse: int = 2, lower_head_mm: float = 0.0, progress=print) -> dict:
     """Write ``count`` samples (``per_variant`` views of each random head variant) as shards in
     ``out``; returns the metadata incl. "samples_per_second". ``coarse``: the head variants are
-    built on a grid and the rays traced on a detector that many times coarser (1 = full resolution)."""
+    built on a grid and the rays traced on a detector that many times coarser (1 = full resolution).
+    ``lower_head_mm`` > 0: each variant gets that much random synthetic mandible and neck below the
+    CT's inferior edge (:mod:`.lower_head`; for a CT that ends at the upper teeth)."""
     if count < 1:
         raise ValueError("count must be >= 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    population = HeadPopulation(hu, ijk_to_ras, points_ras, coarse)
+    lower_head = LowerHead.from_landmarks(list(labels), points_ras, lower_head_mm) if lower_head_mm > 0 else None
+    population = HeadPopulation(hu, ijk_to_ras, points_ras, coarse, lower_head)
     start, written, shard = time.perf_counter(), 0, 0
     while written < count:
         n = min(per_variant, count - written)
@@ -167,7 +180,8 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
         shard += 1
         progress(f"{written}/{count} samples, {written / (time.perf_counter() - start):.1f} samples/s")
     seconds = time.perf_counter() - start
-    meta = dict(labels=list(labels), image_size=IMAGE_SIZE, coarse=coarse, samples=written, seed=seed, seconds=seconds,
+    meta = dict(labels=list(labels), image_size=IMAGE_SIZE, coarse=coarse, lower_head_mm=lower_head_mm,
+                samples=written, seed=seed, seconds=seconds,
                 samples_per_second=written / seconds, shards=shard)
     (out / "dataset.json").write_text(json.dumps(meta, indent=2))
     return meta
@@ -196,4 +210,7 @@ def load_dataset(folders: str | os.PathLike | list, keys: tuple[str, ...] | None
         samples, seconds = sum(m["samples"] for m in metas), sum(m["seconds"] for m in metas)
         meta = dict(meta, samples=samples, seed=[m["seed"] for m in metas], shards=sum(m["shards"] for m in metas),
                     seconds=seconds, samples_per_second=samples / seconds)
+        for key in ("coarse", "lower_head_mm"):  # a setting that differs between folders is listed per folder
+            values = [m.get(key, 0.0 if key == "lower_head_mm" else None) for m in metas]
+            meta[key] = values[0] if len(set(values)) == 1 else values
     return meta, {key: np.concatenate(v) for key, v in parts.items()}

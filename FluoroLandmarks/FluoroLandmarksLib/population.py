@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .lower_head import LowerHead
+
 IODINE_HU = (350.0, 700.0)  # contrast-filled vessel, typical arterial-phase range
 
 
@@ -84,51 +86,60 @@ class HeadVariant:
 
 class HeadPopulation:
     """Draws head variants of a template CT on a grid ``factor`` times coarser (default 2: the
-    DRRs of the training set are rendered from it)."""
+    DRRs of the training set are rendered from it); with ``lower_head`` each variant also gets a
+    random synthetic mandible and neck below the CT's inferior edge. ``centre`` (RAS mm) is the
+    CT's own centre either way."""
 
-    def __init__(self, hu: np.ndarray, ijk_to_ras: np.ndarray, landmarks_ras: np.ndarray, factor: int = 2):
+    def __init__(self, hu: np.ndarray, ijk_to_ras: np.ndarray, landmarks_ras: np.ndarray, factor: int = 2,
+                 lower_head: LowerHead | None = None):
         hu_t = torch.from_numpy(np.asarray(hu, np.float32))[None, None]
-        self._template = F.avg_pool3d(hu_t, factor, ceil_mode=True) if factor > 1 else hu_t  # anti-aliased
+        self._template = (F.avg_pool3d(hu_t, factor, ceil_mode=True) if factor > 1 else hu_t)[0, 0].numpy()
         half = (factor - 1) / 2.0
         scale = np.diag([factor, factor, factor, 1.0])
         scale[:3, 3] = half
         self.ijk_to_ras = np.asarray(ijk_to_ras, float) @ scale  # coarse grid
-        self._ras_to_ijk = np.linalg.inv(self.ijk_to_ras)
         self.landmarks_ras = np.asarray(landmarks_ras, float)
-        shape = np.array(self._template.shape[2:][::-1])  # (ni, nj, nk)
-        corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
-                            for k in (0, shape[2] - 1)]) @ self.ijk_to_ras.T
-        self.box = np.stack([corners[:, :3].min(0), corners[:, :3].max(0)])
-        self.centre = self.box.mean(0)
-        ii, jj, kk = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
-        ijk = np.stack([ii, jj, kk], -1).transpose(2, 1, 0, 3).reshape(-1, 3)  # [k, j, i] order
-        self._grid_ras = ijk @ self.ijk_to_ras[:3, :3].T + self.ijk_to_ras[:3, 3]
+        self.lower_head = lower_head
+        self.centre = _box(self._template.shape, self.ijk_to_ras).mean(0)
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self._template.shape[2:])
+        return tuple(self._template.shape)
 
     def sample(self, rng: np.random.Generator, vessel_probability: float = 0.3, identity: bool = False) -> HeadVariant:
-        d = Deformation.identity(self.centre, self.box) if identity else Deformation.random(rng, self.centre, self.box)
-        x = d.to_template(self._grid_ras)
-        ijk = x @ self._ras_to_ijk[:3, :3].T + self._ras_to_ijk[:3, 3]
-        nk, nj, ni = self.shape
-        g = 2 * ijk / np.array([ni - 1, nj - 1, nk - 1]) - 1
+        template, ijk_to_ras = self._template, self.ijk_to_ras
+        if self.lower_head is not None:
+            template, ijk_to_ras = self.lower_head.extend(template, ijk_to_ras, rng)
+        box = _box(template.shape, ijk_to_ras)
+        d = Deformation.identity(self.centre, box) if identity else Deformation.random(rng, self.centre, box)
+        nk, nj, ni = template.shape
+        kk, jj, ii = np.meshgrid(np.arange(nk), np.arange(nj), np.arange(ni), indexing="ij")
+        ijk = np.stack([ii, jj, kk], -1).reshape(-1, 3)
+        x = d.to_template(ijk @ ijk_to_ras[:3, :3].T + ijk_to_ras[:3, 3])
+        ras_to_ijk = np.linalg.inv(ijk_to_ras)
+        g = 2 * (x @ ras_to_ijk[:3, :3].T + ras_to_ijk[:3, 3]) / np.array([ni - 1, nj - 1, nk - 1]) - 1
         grid = torch.from_numpy(g.astype(np.float32)).reshape(1, nk, nj, ni, 3)
-        hu = F.grid_sample(self._template, grid, mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
-        hu = hu.numpy()
+        hu = F.grid_sample(torch.from_numpy(template)[None, None], grid, mode="bilinear", padding_mode="border",
+                           align_corners=True)[0, 0].numpy()
         if not identity:
             hu = self._vary_intensity(hu, rng)
         vessels = (not identity) and rng.random() < vessel_probability
         if vessels:
             hu = add_vessels(hu, rng)
-        return HeadVariant(hu.astype(np.float32), self.ijk_to_ras, d.to_variant(self.landmarks_ras), d, vessels)
+        return HeadVariant(hu.astype(np.float32), ijk_to_ras, d.to_variant(self.landmarks_ras), d, vessels)
 
     @staticmethod
     def _vary_intensity(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         soft = hu * rng.uniform(0.95, 1.05) + rng.uniform(-20, 20)
         bone = 300.0 + (hu - 300.0) * rng.uniform(0.85, 1.15)
         return np.where(hu > 300.0, bone, soft)
+
+
+def _box(shape_kji: tuple[int, ...], ijk_to_ras: np.ndarray) -> np.ndarray:
+    """(2, 3) RAS mm bounds of a grid's voxel centres."""
+    nk, nj, ni = shape_kji
+    corners = np.array([[i, j, k, 1.0] for i in (0, ni - 1) for j in (0, nj - 1) for k in (0, nk - 1)]) @ ijk_to_ras.T
+    return np.stack([corners[:, :3].min(0), corners[:, :3].max(0)])
 
 
 def add_vessels(hu: np.ndarray, rng: np.random.Generator, count: tuple[int, int] = (3, 7)) -> np.ndarray:
