@@ -2,8 +2,9 @@
 
 Per image: random C-arm angles (AP, lateral, obliques), SID/SOD (magnification), table offset
 (landmarks may fall outside the image), random rectangular / circular collimation, quantum noise,
-detector blur, gain/log windowing, gamma, additive noise, and contrast inversion (bone dark like
-fluoroscopy or bright like a cephalogram). One shard (``shard_NNNNN.npz``) per head variant.
+detector blur, unsharp masking, gain/log windowing, gamma, additive noise, and contrast inversion
+(bone dark like fluoroscopy or bright like a cephalogram). One shard (``shard_NNNNN.npz``) per head
+variant; optionally with a synthetic lower head (:mod:`.lower_head`).
 
 Labels (L landmarks): ``uv`` (L, 2) detector px (also outside the image), ``in_image`` (L,)
 visible (on the detector and inside the collimated field), ``depth`` (L,) mm from the source
