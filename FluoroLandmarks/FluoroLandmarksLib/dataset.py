@@ -211,7 +211,7 @@ def load_dataset(folders: str | os.PathLike | list, keys: tuple[str, ...] | None
         samples, seconds = sum(m["samples"] for m in metas), sum(m["seconds"] for m in metas)
         meta = dict(meta, samples=samples, seed=[m["seed"] for m in metas], shards=sum(m["shards"] for m in metas),
                     seconds=seconds, samples_per_second=samples / seconds)
-        for key in ("coarse", "lower_head_mm"):  # a setting that differs between folders is listed per folder
-            values = [m.get(key, 0.0 if key == "lower_head_mm" else None) for m in metas]
+        for key, default in (("coarse", None), ("lower_head_mm", 0.0)):  # listed per folder where they differ
+            values = [m.get(key, default) for m in metas]
             meta[key] = values[0] if len(set(values)) == 1 else values
     return meta, {key: np.concatenate(v) for key, v in parts.items()}

@@ -39,7 +39,7 @@ class LowerHead:
     def extend(self, hu: np.ndarray, ijk_to_ras: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(hu [k, j, i] with ``depth_mm`` of random lower head prepended along k, its IJK->RAS)."""
         axis = ijk_to_ras[:3, 2]
-        if not (np.allclose(ijk_to_ras[:3, :2][2], 0.0, atol=1e-6) and axis[2] > 0 and np.allclose(axis[:2], 0.0)):
+        if not (np.allclose(ijk_to_ras[2, :2], 0.0, atol=1e-6) and axis[2] > 0 and np.allclose(axis[:2], 0.0)):
             raise ValueError("a synthetic lower head needs an axial template whose k axis points superior")
         nk = int(np.ceil(self.depth_mm / axis[2]))
         shift = np.eye(4)
@@ -112,8 +112,8 @@ def _anatomy(ras: np.ndarray, edge_body, a: dict, z_edge: float, rng: np.random.
         height = u(12, 16)
         inside = (((x - mid) / rx) ** 2 + ((y - spine_y) / ry) ** 2 <= 1) & (z <= top) & (z > top - height)
         vertebrae |= inside
-        s = np.linspace(0, 1, 40)[:, None]
-        process = np.c_[np.full(40, mid), spine_y - ry - 8 - s[:, 0] * u(20, 30), top - height / 2 - s[:, 0] * 8]
+        t = np.linspace(0, 1, 40)  # along the process, backwards and down
+        process = np.c_[np.full(40, mid), spine_y - ry - 8 - t * u(20, 30), top - height / 2 - t * 8]
         processes |= _tube(ras, process, 5) <= u(3, 4.5)
         top -= height + u(3, 5)
     # Mandible: a plate from the inferior border to the alveolar crest along a parabolic arch,
