@@ -20,7 +20,7 @@ from slicer.util import VTKObservationMixin
 from FluoroLandmarksLib import mrml, scenarios
 from FluoroLandmarksLib.detection import detect_frame, detect_frames
 from FluoroLandmarksLib.geometry import CArmGeometry, Collimation
-from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel
+from FluoroLandmarksLib.inference import PADDINGS, SHIPPED_MODEL, LandmarkModel
 from FluoroLandmarksLib.synthesis import GEOMETRY_ATTRIBUTE, OUTPUT_KINDS, DRRParameters, parse_views, synthesize
 
 SAMPLE_DIR = Path(__file__).parent / "Resources" / "SampleData"
@@ -61,6 +61,7 @@ class FluoroLandmarksParameterNode:
     collimationFraction: Annotated[float, WithinRange(0.05, 1.0)] = 0.8
     inputFrame: vtkMRMLScalarVolumeNode  # 2D X-ray / fluoroscopy frame for landmark detection
     headDepth: Annotated[float, WithinRange(0, 3000)] = 0.0  # mm source to head centre; 0 = unknown (isocenter)
+    framePadding: Annotated[str, Choice(list(PADDINGS))] = "edge"  # of a non-square frame (inference.padding_fill)
     secondFrame: vtkMRMLScalarVolumeNode  # optional: the same head's frame from the biplane's other plane
 
 
@@ -198,12 +199,12 @@ class FluoroLandmarksLogic(ScriptedLoadableModuleLogic):
         frame = self.image(p.inputFrame)
         if not p.secondFrame:
             return [detect_frame(slicer.app.applicationLogic(), frame, self.geometry(p, p.inputFrame), model,
-                                 SHIPPED_MODEL, p.inputFrame.GetName(), p.headDepth or None)]
+                                 SHIPPED_MODEL, p.inputFrame.GetName(), p.headDepth or None, p.framePadding)]
         if not p.secondFrame.GetAttribute(GEOMETRY_ATTRIBUTE):
             raise ValueError(_("The second frame has no C-arm geometry of its own (DRRs made here carry it)"))
         frames = [(frame, self.geometry(p, p.inputFrame), p.inputFrame.GetName()),
                   (self.image(p.secondFrame), self.geometry(p, p.secondFrame), p.secondFrame.GetName())]
-        return detect_frames(slicer.app.applicationLogic(), frames, model, SHIPPED_MODEL)
+        return detect_frames(slicer.app.applicationLogic(), frames, model, SHIPPED_MODEL, p.framePadding)
 
     @staticmethod
     def image(frameNode):

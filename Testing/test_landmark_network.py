@@ -7,9 +7,10 @@ import torch
 
 from FluoroLandmarksLib.dataset import labels_for, random_geometry, render_coarse
 from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu
+from FluoroLandmarksLib.inference import padding_fill, to_network_frame
 from FluoroLandmarksLib.metrics import landmark_report
-from FluoroLandmarksLib.network import (OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, densified, landmark_loss,
-                                         patch_targets)
+from FluoroLandmarksLib.network import (OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, gaussian_blur, landmark_loss,
+                                         patch_targets, reconfigured)
 from FluoroLandmarksLib.population import Deformation, HeadPopulation
 from FluoroLandmarksLib.shape import ThinPlateSpline, warp_template
 
@@ -29,7 +30,7 @@ def test_a_densified_network_keeps_the_strided_outputs_and_adds_those_between(at
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.2, 0.2)
             module.running_var.uniform_(0.5, 1.5)
-    dense = densified(net, atrous).eval()
+    dense = reconfigured(net, atrous=atrous).eval()
     image = torch.randn(2, 1, 128, 96)
     with torch.no_grad():
         coarse, fine = net(image), dense(image)
@@ -37,6 +38,47 @@ def test_a_densified_network_keeps_the_strided_outputs_and_adds_those_between(at
     assert dense.stride == net.stride // step and fine.shape[-2:] == (8 * step, 6 * step)
     assert torch.allclose(fine[..., ::step, ::step], coarse, atol=1e-4)
     assert (fine[..., 1::step, 1::step] - coarse).abs().max() > 1e-3  # patches in between: computed, not copies
+
+
+def test_gaussian_blur_keeps_flat_images_and_spreads_an_impulse_by_sigma():
+    flat = torch.full((1, 1, 20, 30), 3.0)
+    assert torch.allclose(gaussian_blur(flat, 1.5), flat)
+    impulse = torch.zeros(1, 1, 41, 41)
+    impulse[0, 0, 20, 20] = 1.0
+    out = gaussian_blur(impulse, 2.0)[0, 0]
+    x = torch.arange(41.0) - 20
+    assert abs(float(out.sum()) - 1) < 1e-5
+    assert abs(float((out.sum(0) * x ** 2).sum()) - 4.0) < 0.05  # variance sigma^2 along each axis
+
+
+def test_an_input_blur_network_sees_the_blurred_image():
+    torch.manual_seed(0)
+    net = PatchFCNN(3, widths=(8, 8, 8, 8, 8)).eval()
+    for module in net.modules():  # batch statistics that keep the signal from fading with depth
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_var.uniform_(0.05, 0.1)
+    blurring = reconfigured(net, input_blur_px=2.0).eval()
+    image = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert blurring.config["input_blur_px"] == 2.0
+        assert torch.allclose(blurring(image), net(gaussian_blur(image, 2.0)), atol=1e-5)
+        assert not torch.allclose(blurring(image), net(image), atol=1e-3)
+
+
+def test_a_non_square_frame_is_padded_with_edges_or_a_collimator_value():
+    image = np.ones((64, 128), np.float32)
+    image[:, 0] = 3.0  # left edge
+    square, scale, offset = to_network_frame(image, fill=7.0)
+    assert scale == 0.5 and square.shape == (256, 256)
+    assert np.allclose(square[:60], 7.0) and np.allclose(square[-60:], 7.0) and np.allclose(square[100:156, 10:], 1.0)
+    edge, _, _ = to_network_frame(image)
+    assert np.allclose(edge[:60, 10:], 1.0) and np.allclose(edge[:60, 0], 3.0)
+    assert padding_fill(image, "brightest") == 3.0 and padding_fill(image, "darkest") == 1.0
+    assert padding_fill(image, "edge") is None
+    with pytest.raises(ValueError, match="padding must be one of"):
+        padding_fill(image, "white")
+    # the network pixel over input pixel (row 10, column 20) maps back to it
+    assert np.allclose(np.array([20 + 0.5, 10 + 32 + 0.5]) / scale - 0.5, (np.array([20, 10]) + offset) / scale)
 
 
 def test_bf16_autocast_keeps_the_head_and_weights_in_float32():

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from .drr import DRRRenderer, detector_image, hu_to_mu
 from .geometry import CArmGeometry, Collimation
 from .lower_head import LowerHead
+from .network import gaussian_blur
 from .population import HeadPopulation
 
 IMAGE_SIZE = 256
@@ -67,16 +68,6 @@ def random_geometry(rng: np.random.Generator, centre_ras: np.ndarray, r: ViewRan
     return replace(g, isocenter_ras=tuple(float(x) for x in np.asarray(centre_ras) + offset))
 
 
-def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(1, 1, H, W) image blurred with a separable Gaussian of ``sigma`` px (edges replicated)."""
-    r = int(np.ceil(3 * sigma))
-    x = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    k = k / k.sum()
-    img = F.conv2d(F.pad(img, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(img, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
-
-
 def appearance(line_integral: np.ndarray, g: CArmGeometry, rng: np.random.Generator) -> np.ndarray:
     """uint8 image from line integrals: quantum noise, blur, in half of the images unsharp masking
     (the edge enhancement of radiograph processing), window, gamma, inversion, noise."""
@@ -84,9 +75,9 @@ def appearance(line_integral: np.ndarray, g: CArmGeometry, rng: np.random.Genera
     img = torch.from_numpy(detector_image(line_integral, g, photons, rng))[None, None]
     sigma = rng.uniform(0.0, 1.2)
     if sigma > 0.3:
-        img = _gaussian_blur(img, sigma)
+        img = gaussian_blur(img, sigma)
     if rng.random() < 0.5:
-        img = img + rng.uniform(0.5, 2.0) * (img - _gaussian_blur(img, rng.uniform(4.0, 16.0)))
+        img = img + rng.uniform(0.5, 2.0) * (img - gaussian_blur(img, rng.uniform(4.0, 16.0)))
     img = img[0, 0].numpy()
     nu, nv = g.detector_size_px
     vv, uu = np.mgrid[0:nv, 0:nu]

@@ -26,6 +26,7 @@ from .training import crops, normalize
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model_card.json"
 PRESENCE_THRESHOLD = 0.5  # a landmark counts as seen (e.g. an eye lens in the beam) above this confidence
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "landmarks"
+PADDINGS = ("edge", "brightest", "darkest")  # how a non-square frame is padded to the network's square (padding_fill)
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -111,8 +112,10 @@ class Detection:
     xyz_ras: np.ndarray
 
 
-def to_network_frame(image: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """Pad a (rows, columns) image to a square (edge values) and resize it to IMAGE_SIZE.
+def to_network_frame(image: np.ndarray, fill: float | None = None) -> tuple[np.ndarray, float, np.ndarray]:
+    """Pad a (rows, columns) image to a square and resize it to IMAGE_SIZE. The padding repeats
+    the edge values, or is the constant ``fill``: the value a collimator blade reads in the image
+    (training DRRs read their brightest value there if bone is bright, their darkest if bone is dark).
     Returns the image, the scale (input px per network px) and the offset (px) so that
     uv_input = uv_network * scale - offset."""
     image = np.asarray(image, np.float32)
@@ -121,7 +124,8 @@ def to_network_frame(image: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     rows, cols = image.shape
     side = max(rows, cols)
     pad_v, pad_u = (side - rows) // 2, (side - cols) // 2
-    square = np.pad(image, ((pad_v, side - rows - pad_v), (pad_u, side - cols - pad_u)), mode="edge")
+    pad = ((pad_v, side - rows - pad_v), (pad_u, side - cols - pad_u))
+    square = np.pad(image, pad, mode="edge") if fill is None else np.pad(image, pad, constant_values=fill)
     if side != IMAGE_SIZE:
         t = torch.from_numpy(square)[None, None]
         square = F.interpolate(t, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False,
@@ -185,31 +189,42 @@ def place_views(model: LandmarkModel, frames: list[tuple[np.ndarray, np.ndarray,
     return [uv for uv, _ in projected], [depth for _, depth in projected], fit.points_ras
 
 
-def frame_estimates(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry) -> dict[str, np.ndarray]:
+def padding_fill(image: np.ndarray, padding: str) -> float | None:
+    """The constant a non-square frame is padded with (:func:`to_network_frame`; None: its edges)
+    for a ``padding`` of :data:`PADDINGS`: "brightest" / "darkest" is the frame's value where a
+    collimator blade would be in a bone-bright radiograph (a cephalogram) / bone-dark fluoroscopy."""
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+    return None if padding == "edge" else float(np.max(image) if padding == "brightest" else np.min(image))
+
+
+def frame_estimates(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry,
+                    padding: str = "edge") -> dict[str, np.ndarray]:
     """The network's estimates on one frame (rows, columns) whose acquisition is ``geometry`` (its
-    detector size must be the image's (columns, rows)): ``uv`` (L, 2) input-image px,
-    ``depth_offset`` (L,) mm, ``confidence`` (L,)."""
+    detector size must be the image's (columns, rows)), padded to a square as ``padding`` says
+    (:func:`padding_fill`): ``uv`` (L, 2) input-image px, ``depth_offset`` (L,) mm, ``confidence`` (L,)."""
     rows, cols = np.asarray(image).shape[:2]
     if tuple(geometry.detector_size_px) != (cols, rows):
         raise ValueError(f"geometry detector {geometry.detector_size_px} does not match the image (columns, rows)="
                          f"({cols}, {rows})")
-    square, scale, offset = to_network_frame(image)
+    square, scale, offset = to_network_frame(image, padding_fill(image, padding))
     p = predict_network_frame(model, square[None])
     return dict(uv=p["uv"][0] * scale - offset, depth_offset=p["depth_offset"][0], confidence=p["confidence"][0])
 
 
 def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry,
-           head_depth_mm: float | None = None) -> Detection:
+           head_depth_mm: float | None = None, padding: str = "edge") -> Detection:
     """Landmarks of one frame (see :func:`frame_estimates`); ``head_depth_mm`` as in :func:`place`."""
-    e = frame_estimates(model, image, geometry)
+    e = frame_estimates(model, image, geometry, padding)
     uv, depth, xyz = place(model, e["uv"], e["depth_offset"], e["confidence"], geometry, head_depth_mm=head_depth_mm)
     return Detection(list(model.labels), uv, e["confidence"], geometry.in_field_px(uv), depth, xyz)
 
 
-def detect_views(model: LandmarkModel, frames: list[tuple[np.ndarray, CArmGeometry]]) -> list[Detection]:
+def detect_views(model: LandmarkModel, frames: list[tuple[np.ndarray, CArmGeometry]],
+                 padding: str = "edge") -> list[Detection]:
     """Landmarks of one head seen in several frames (image, geometry) that it did not move between,
     e.g. a biplane C-arm's two planes: one Detection per frame, all with the same 3D landmarks."""
-    estimates = [frame_estimates(model, image, g) for image, g in frames]
+    estimates = [frame_estimates(model, image, g, padding) for image, g in frames]
     uvs, depths, xyz = place_views(model, [(e["uv"], e["confidence"], g) for e, (_, g) in zip(estimates, frames)])
     return [Detection(list(model.labels), uv, e["confidence"], g.in_field_px(uv), depth, xyz)
             for uv, depth, e, (_, g) in zip(uvs, depths, estimates, frames)]

@@ -89,10 +89,12 @@ def inter_annotator(each: np.ndarray, spacing: np.ndarray) -> dict:
     return sdr_table(np.linalg.norm(each[0] - each[1], axis=-1) * spacing[:, None], ISBI)
 
 
-def predict(model: LandmarkModel, images: list[np.ndarray]) -> np.ndarray:
+def predict(model: LandmarkModel, images: list[np.ndarray], collimator_fill: bool = False) -> np.ndarray:
+    """(N, 19 or L, 2) px; ``collimator_fill``: pad the sides with the image's brightest value, as a
+    collimator blade reads in a bone-bright radiograph (and in the DRRs); else repeat the edges."""
     out = []
     for image in images:
-        square, scale, offset = to_network_frame(image)
+        square, scale, offset = to_network_frame(image, float(image.max()) if collimator_fill else None)
         out.append(predict_network_frame(model, square[None])["uv"][0] * scale - offset)
     return np.stack(out)
 
@@ -101,7 +103,7 @@ def sim_to_real(args) -> dict:
     model = LandmarkModel.load(args.model)
     ids, images, truth, each, spacing = load_folder(args.data)
     catalogue = load_catalogue()
-    pred = predict(model, images)
+    pred = predict(model, images, collimator_fill=True)
     # Catalogue landmarks of the model -> ISBI names; bilateral ones (orbitale) are averaged.
     groups = defaultdict(list)
     for n, label in enumerate(model.labels):
