@@ -23,12 +23,12 @@ demo: setup
 	$(VENV)/bin/fluoro-landmarks drr $(SAMPLE)/ProMED_CT_0051.nrrd --landmarks $(SAMPLE)/ProMED_CT_0051_landmarks.mrk.json \
 	  --primary-angle 60 --secondary-angle 10 \
 	  --output image --photons 20000 --collimation-circle 140 120 105 --out output/frame
-	$(VENV)/bin/fluoro-landmarks detect output/frame/drr.nrrd --geometry output/frame/geometry.json --out output/detect
+	$(VENV)/bin/fluoro-landmarks detect output/frame/drr.nrrd --geometry output/frame/geometry.json --input-blur 0 --out output/detect
 	$(PY) -m FluoroLandmarksLib.preview output/detect --out output/preview_detect
 	$(VENV)/bin/fluoro-landmarks drr $(SAMPLE)/ProMED_CT_0051.nrrd --landmarks $(SAMPLE)/ProMED_CT_0051_landmarks.mrk.json \
 	  --primary-angle 0 90 --secondary-angle 0 0 --output image --photons 20000 --out output/biplane_frames
 	$(VENV)/bin/fluoro-landmarks detect output/biplane_frames/drr_000.nrrd --geometry output/biplane_frames/geometry_000.json \
-	  --second-image output/biplane_frames/drr_001.nrrd --second-geometry output/biplane_frames/geometry_001.json --out output/biplane
+	  --second-image output/biplane_frames/drr_001.nrrd --second-geometry output/biplane_frames/geometry_001.json --input-blur 0 --out output/biplane
 	$(PY) -m FluoroLandmarksLib.preview output/biplane --out output/preview_biplane
 	$(VENV)/bin/femur-segment $(FEMUR_SAMPLE)/PelvicRef005_hips.nrrd --out output/femur
 	$(PY) -m FemurSegmentLib.preview output/femur --out output/preview_femur

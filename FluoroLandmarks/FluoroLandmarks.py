@@ -20,7 +20,7 @@ from slicer.util import VTKObservationMixin
 from FluoroLandmarksLib import mrml, scenarios
 from FluoroLandmarksLib.detection import detect_frame, detect_frames
 from FluoroLandmarksLib.geometry import CArmGeometry, Collimation
-from FluoroLandmarksLib.inference import PADDINGS, SHIPPED_MODEL, LandmarkModel
+from FluoroLandmarksLib.inference import PADDINGS, REAL_IMAGE_BLUR_PX, SHIPPED_MODEL, FramePreparation, LandmarkModel
 from FluoroLandmarksLib.synthesis import GEOMETRY_ATTRIBUTE, OUTPUT_KINDS, DRRParameters, parse_views, synthesize
 
 SAMPLE_DIR = Path(__file__).parent / "Resources" / "SampleData"
@@ -62,6 +62,7 @@ class FluoroLandmarksParameterNode:
     inputFrame: vtkMRMLScalarVolumeNode  # 2D X-ray / fluoroscopy frame for landmark detection
     headDepth: Annotated[float, WithinRange(0, 3000)] = 0.0  # mm source to head centre; 0 = unknown (isocenter)
     framePadding: Annotated[str, Choice(list(PADDINGS))] = "edge"  # of a non-square frame (inference.padding_fill)
+    inputBlur: Annotated[float, WithinRange(0, 16)] = REAL_IMAGE_BLUR_PX  # network px; 0 for DRRs
     secondFrame: vtkMRMLScalarVolumeNode  # optional: the same head's frame from the biplane's other plane
 
 
@@ -196,15 +197,16 @@ class FluoroLandmarksLogic(ScriptedLoadableModuleLogic):
     def detect(self, p: FluoroLandmarksParameterNode):
         """One result per frame: the input frame, and the second frame if one is selected (fitted together)."""
         model = LandmarkModel.load(SHIPPED_MODEL)
+        preparation = FramePreparation(p.framePadding, p.inputBlur)
         frame = self.image(p.inputFrame)
         if not p.secondFrame:
             return [detect_frame(slicer.app.applicationLogic(), frame, self.geometry(p, p.inputFrame), model,
-                                 SHIPPED_MODEL, p.inputFrame.GetName(), p.headDepth or None, p.framePadding)]
+                                 SHIPPED_MODEL, p.inputFrame.GetName(), p.headDepth or None, preparation)]
         if not p.secondFrame.GetAttribute(GEOMETRY_ATTRIBUTE):
             raise ValueError(_("The second frame has no C-arm geometry of its own (DRRs made here carry it)"))
         frames = [(frame, self.geometry(p, p.inputFrame), p.inputFrame.GetName()),
                   (self.image(p.secondFrame), self.geometry(p, p.secondFrame), p.secondFrame.GetName())]
-        return detect_frames(slicer.app.applicationLogic(), frames, model, SHIPPED_MODEL, p.framePadding)
+        return detect_frames(slicer.app.applicationLogic(), frames, model, SHIPPED_MODEL, preparation)
 
     @staticmethod
     def image(frameNode):

@@ -7,10 +7,10 @@ import torch
 
 from FluoroLandmarksLib.dataset import labels_for, random_geometry, render_coarse
 from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu
-from FluoroLandmarksLib.inference import padding_fill, to_network_frame
+from FluoroLandmarksLib.inference import FramePreparation, padding_fill, to_network_frame
 from FluoroLandmarksLib.metrics import landmark_report
-from FluoroLandmarksLib.network import (OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, gaussian_blur, landmark_loss,
-                                         patch_targets, reconfigured)
+from FluoroLandmarksLib.network import (OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, densified, gaussian_blur,
+                                         landmark_loss, patch_targets)
 from FluoroLandmarksLib.population import Deformation, HeadPopulation
 from FluoroLandmarksLib.shape import ThinPlateSpline, warp_template
 
@@ -30,7 +30,7 @@ def test_a_densified_network_keeps_the_strided_outputs_and_adds_those_between(at
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.2, 0.2)
             module.running_var.uniform_(0.5, 1.5)
-    dense = reconfigured(net, atrous=atrous).eval()
+    dense = densified(net, atrous).eval()
     image = torch.randn(2, 1, 128, 96)
     with torch.no_grad():
         coarse, fine = net(image), dense(image)
@@ -51,20 +51,6 @@ def test_gaussian_blur_keeps_flat_images_and_spreads_an_impulse_by_sigma():
     assert abs(float((out.sum(0) * x ** 2).sum()) - 4.0) < 0.05  # variance sigma^2 along each axis
 
 
-def test_an_input_blur_network_sees_the_blurred_image():
-    torch.manual_seed(0)
-    net = PatchFCNN(3, widths=(8, 8, 8, 8, 8)).eval()
-    for module in net.modules():  # batch statistics that keep the signal from fading with depth
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_var.uniform_(0.05, 0.1)
-    blurring = reconfigured(net, input_blur_px=2.0).eval()
-    image = torch.randn(2, 1, 64, 64)
-    with torch.no_grad():
-        assert blurring.config["input_blur_px"] == 2.0
-        assert torch.allclose(blurring(image), net(gaussian_blur(image, 2.0)), atol=1e-5)
-        assert not torch.allclose(blurring(image), net(image), atol=1e-3)
-
-
 def test_a_non_square_frame_is_padded_with_edges_or_a_collimator_value():
     image = np.ones((64, 128), np.float32)
     image[:, 0] = 3.0  # left edge
@@ -75,8 +61,9 @@ def test_a_non_square_frame_is_padded_with_edges_or_a_collimator_value():
     assert np.allclose(edge[:60, 10:], 1.0) and np.allclose(edge[:60, 0], 3.0)
     assert padding_fill(image, "brightest") == 3.0 and padding_fill(image, "darkest") == 1.0
     assert padding_fill(image, "edge") is None
-    with pytest.raises(ValueError, match="padding must be one of"):
-        padding_fill(image, "white")
+    for bad in (lambda: padding_fill(image, "white"), lambda: FramePreparation("white"), lambda: FramePreparation(blur_px=-1)):
+        with pytest.raises(ValueError, match="padding must be one of|blur must be"):
+            bad()
     # the network pixel over input pixel (row 10, column 20) maps back to it
     assert np.allclose(np.array([20 + 0.5, 10 + 32 + 0.5]) / scale - 0.5, (np.array([20, 10]) + offset) / scale)
 

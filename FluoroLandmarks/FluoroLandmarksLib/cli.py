@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .geometry import Collimation
-from .inference import PADDINGS, SHIPPED_MODEL
+from .inference import PADDINGS, REAL_IMAGE_BLUR_PX, SHIPPED_MODEL
 from .network import DEPTH_LOSS_WEIGHT
 from .synthesis import OUTPUT_KINDS, DRRParameters
 
@@ -169,7 +169,7 @@ def run_train(args) -> Path:
     from .headless import HeadlessApplication
     from .inference import LandmarkModel
     from .shape_model import ShapeModel
-    from .network import reconfigured
+    from .network import densified
     from .training import GLOBAL_ARCHITECTURE, train_global, train_local
 
     meta, data = load_dataset(args.data)
@@ -182,13 +182,10 @@ def run_train(args) -> Path:
         if init.labels != labels:
             raise ValueError(f"{args.init}: its landmarks differ from the dataset's")
     start_net = init.global_net if init else None
-    changes = dict(atrous=args.atrous) if args.atrous else {}
-    if args.input_blur is not None:
-        changes["input_blur_px"] = args.input_blur
-    if start_net is not None and changes:
-        start_net = reconfigured(start_net, **changes)
+    if args.atrous and start_net is not None:
+        start_net = densified(start_net, args.atrous)
     global_net, g_info = train_global(data, len(labels), args.global_steps, args.batch, lr=args.lr, seed=args.seed,
-                                      architecture=dict(GLOBAL_ARCHITECTURE, **changes), init=start_net,
+                                      architecture=dict(GLOBAL_ARCHITECTURE, atrous=args.atrous), init=start_net,
                                       bf16=args.bf16, depth_weight=args.depth_weight)
     if init:
         g_info = dict(g_info, continued_from=dict(model=str(args.init), training=init.card.get("training")))
@@ -315,8 +312,9 @@ def run_detect(args) -> list[Path]:
     from .frames import geometry_from_tags, read_frame
     from .geometry import CArmGeometry
     from .headless import HeadlessApplication
-    from .inference import LandmarkModel
+    from .inference import FramePreparation, LandmarkModel
 
+    preparation = FramePreparation(args.pad_with, args.input_blur)
     options = dict(sid_mm=args.sid, sod_mm=args.sod, pixel_spacing_mm=args.pixel_spacing, primary_deg=args.primary_angle,
                    secondary_deg=args.secondary_angle, isocenter_ras=tuple(args.isocenter))
     image, tags = read_frame(args.image, args.frame)
@@ -347,9 +345,9 @@ def run_detect(args) -> list[Path]:
         start = time.perf_counter()
         if len(frames) == 1:
             results = [detect_frame(app.app_logic, image, geometry, model, args.model, frames[0][2], args.head_depth,
-                                    args.pad_with)]
+                                    preparation)]
         else:
-            results = detect_frames(app.app_logic, frames, model, args.model, args.pad_with)
+            results = detect_frames(app.app_logic, frames, model, args.model, preparation)
         elapsed = time.perf_counter() - start
         written = export_frame(app.scene, results[0], args.out)
         if len(results) > 1:
@@ -426,10 +424,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the global network's last N strided blocks at stride 1 with dilated convolutions "
                             "after them: an output 2^N times denser per axis (with --init: that network converted, "
                             "same weights)")
-    train.add_argument("--input-blur", type=float, metavar="PX",
-                       help="fixed Gaussian blur (SD, network px) of the global network's input in training and "
-                            "inference, so that real images, sharper than the DRRs, are seen at the DRRs' resolution "
-                            "(default 0; with --init: the initial network's)")
     train.add_argument("--bf16", action="store_true",
                        help="train the global network's convolutions in bfloat16 autocast (float32 weights): about "
                             "2x faster on CPUs with AVX512-BF16/AMX (0.40 vs 0.85 s per stride-8 step here), slower without")
@@ -477,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "brightest / darkest value, as collimator blades read in a bone-bright radiograph (e.g. "
                           "a cephalogram) / bone-dark fluoroscopy; the DRR-trained model does better on "
                           "cephalograms with brightest")
+    det.add_argument("--input-blur", type=float, default=REAL_IMAGE_BLUR_PX, metavar="PX",
+                     help="Gaussian blur (SD, in the network's 256-px frame) before the network: real radiographs "
+                          "and fluoroscopy are sharper than the DRRs it learned from (default %(default)s, chosen on "
+                          "real cephalograms); 0 for DRRs such as the drr command's")
     det.add_argument("--isocenter", type=float, nargs=3, default=(0.0, 0.0, 0.0), metavar=("R", "A", "S"),
                      help="isocenter in patient RAS mm (3D results are relative to it)")
     det.add_argument("--collimation-rect", type=float, nargs=4, metavar=("U", "V", "W", "H"),

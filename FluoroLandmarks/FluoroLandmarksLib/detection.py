@@ -18,7 +18,7 @@ import vtk
 
 from . import mrml
 from .geometry import CArmGeometry
-from .inference import PRESENCE_THRESHOLD, Detection, LandmarkModel, detect, detect_views
+from .inference import PRESENCE_THRESHOLD, Detection, FramePreparation, LandmarkModel, detect, detect_views
 from .landmarks import EYE_LENSES
 from .shape import warp_template
 from .synthesis import GEOMETRY_ATTRIBUTE, write_text_atomic
@@ -88,12 +88,13 @@ def eye_lens_report(d: Detection) -> dict:
 
 
 def detect_frame(app_logic, image: np.ndarray, geometry: CArmGeometry, model: LandmarkModel, model_folder,
-                 name: str = "Frame", head_depth_mm: float | None = None, padding: str = "edge") -> FrameResult:
+                 name: str = "Frame", head_depth_mm: float | None = None,
+                 preparation: FramePreparation = FramePreparation()) -> FrameResult:
     """Run the model on ``image`` (rows, columns) and add the frame, 2D and 3D landmarks, the
     estimated skull, the X-ray source and the beam to the scene. ``head_depth_mm``: the head
     centre's distance from the source along the principal ray if known (else the isocenter's);
-    ``padding``: of a non-square frame (:func:`.inference.padding_fill`)."""
-    d = detect(model, image, geometry, head_depth_mm, padding)
+    ``preparation``: padding and blur on the way to the network."""
+    d = detect(model, image, geometry, head_depth_mm, preparation)
     scene = app_logic.GetMRMLScene()
     result = FrameResult(d, geometry, eye_lens_report(d), _frame_nodes(scene, image, d, geometry, name))
     result.nodes.update(_head_nodes(scene, d, model, model_folder, name))
@@ -101,11 +102,11 @@ def detect_frame(app_logic, image: np.ndarray, geometry: CArmGeometry, model: La
 
 
 def detect_frames(app_logic, frames: list[tuple[np.ndarray, CArmGeometry, str]], model: LandmarkModel,
-                  model_folder, padding: str = "edge") -> list[FrameResult]:
+                  model_folder, preparation: FramePreparation = FramePreparation()) -> list[FrameResult]:
     """:func:`detect_frame` for several frames (image, geometry, name) of one head that did not move
     between them (e.g. a biplane C-arm's two planes): the shape model is fitted to all at once, and
     the 3D landmarks and skull (added once) are shared by every result's nodes."""
-    detections = detect_views(model, [(image, g) for image, g, _ in frames], padding)
+    detections = detect_views(model, [(image, g) for image, g, _ in frames], preparation)
     scene = app_logic.GetMRMLScene()
     results = [FrameResult(d, g, eye_lens_report(d), _frame_nodes(scene, image, d, g, name))
                for d, (image, g, name) in zip(detections, frames)]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .dataset import IMAGE_SIZE
 from .geometry import CArmGeometry
-from .network import DEPTH_UNIT_MM, PatchFCNN, aggregate
+from .network import DEPTH_UNIT_MM, PatchFCNN, aggregate, gaussian_blur
 from .shape_model import CONFIDENCE_POWER, ShapeModel, View
 from .training import crops, normalize
 
@@ -27,6 +27,10 @@ WEIGHTS_FILE, CARD_FILE = "weights.pt", "model_card.json"
 PRESENCE_THRESHOLD = 0.5  # a landmark counts as seen (e.g. an eye lens in the beam) above this confidence
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "landmarks"
 PADDINGS = ("edge", "brightest", "darkest")  # how a non-square frame is padded to the network's square (padding_fill)
+# Gaussian blur (SD, network px) that brings a real radiograph to the DRRs' resolution: the training
+# DRRs are traced through 1-2 mm voxels, so real frames are much sharper. On the real cephalograms
+# 1.5-2.5 px were best for every model (split-half choice: 2.0 / 1.5; Testing/Benchmarks/cephalograms.py).
+REAL_IMAGE_BLUR_PX = 2.0
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -136,11 +140,14 @@ def to_network_frame(image: np.ndarray, fill: float | None = None) -> tuple[np.n
 
 
 @torch.no_grad()
-def predict_network_frame(model: LandmarkModel, images: np.ndarray) -> dict[str, np.ndarray]:
-    """(B, 256, 256) images -> ``uv`` (B, L, 2) network px, ``depth_offset`` (B, L) mm from the
-    isocenter plane, ``confidence``
-    (B, L); local refinement of the model's local landmarks estimated inside the image."""
-    x = normalize(images)
+def predict_network_frame(model: LandmarkModel, images: np.ndarray, blur_px: float = 0.0) -> dict[str, np.ndarray]:
+    """(B, 256, 256) images, first blurred by a Gaussian of SD ``blur_px`` (network px) if > 0 ->
+    ``uv`` (B, L, 2) network px, ``depth_offset`` (B, L) mm from the isocenter plane,
+    ``confidence`` (B, L); local refinement of the model's local landmarks estimated inside the image."""
+    x = torch.as_tensor(images).float()
+    if blur_px > 0:
+        x = gaussian_blur(x[:, None], blur_px)[:, 0]
+    x = normalize(x)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=model.autocast_bf16):
         est = aggregate(model.global_net(x), model.global_net.stride)
     uv = est["uv"]
@@ -189,6 +196,22 @@ def place_views(model: LandmarkModel, frames: list[tuple[np.ndarray, np.ndarray,
     return [uv for uv, _ in projected], [depth for _, depth in projected], fit.points_ras
 
 
+@dataclass(frozen=True)
+class FramePreparation:
+    """How a frame reaches the network: ``padding`` of a non-square frame (one of :data:`PADDINGS`,
+    see :func:`padding_fill`) and a Gaussian blur of SD ``blur_px`` (network px; real radiographs:
+    :data:`REAL_IMAGE_BLUR_PX`, DRRs: 0)."""
+
+    padding: str = "edge"
+    blur_px: float = 0.0
+
+    def __post_init__(self):
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
+        if not (0.0 <= self.blur_px <= 16.0):
+            raise ValueError(f"blur must be 0-16 px, got {self.blur_px}")
+
+
 def padding_fill(image: np.ndarray, padding: str) -> float | None:
     """The constant a non-square frame is padded with (:func:`to_network_frame`; None: its edges)
     for a ``padding`` of :data:`PADDINGS`: "brightest" / "darkest" is the frame's value where a
@@ -199,32 +222,32 @@ def padding_fill(image: np.ndarray, padding: str) -> float | None:
 
 
 def frame_estimates(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry,
-                    padding: str = "edge") -> dict[str, np.ndarray]:
+                    preparation: FramePreparation = FramePreparation()) -> dict[str, np.ndarray]:
     """The network's estimates on one frame (rows, columns) whose acquisition is ``geometry`` (its
-    detector size must be the image's (columns, rows)), padded to a square as ``padding`` says
-    (:func:`padding_fill`): ``uv`` (L, 2) input-image px, ``depth_offset`` (L,) mm, ``confidence`` (L,)."""
+    detector size must be the image's (columns, rows)), prepared as ``preparation`` says:
+    ``uv`` (L, 2) input-image px, ``depth_offset`` (L,) mm, ``confidence`` (L,)."""
     rows, cols = np.asarray(image).shape[:2]
     if tuple(geometry.detector_size_px) != (cols, rows):
         raise ValueError(f"geometry detector {geometry.detector_size_px} does not match the image (columns, rows)="
                          f"({cols}, {rows})")
-    square, scale, offset = to_network_frame(image, padding_fill(image, padding))
-    p = predict_network_frame(model, square[None])
+    square, scale, offset = to_network_frame(image, padding_fill(image, preparation.padding))
+    p = predict_network_frame(model, square[None], preparation.blur_px)
     return dict(uv=p["uv"][0] * scale - offset, depth_offset=p["depth_offset"][0], confidence=p["confidence"][0])
 
 
 def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry,
-           head_depth_mm: float | None = None, padding: str = "edge") -> Detection:
+           head_depth_mm: float | None = None, preparation: FramePreparation = FramePreparation()) -> Detection:
     """Landmarks of one frame (see :func:`frame_estimates`); ``head_depth_mm`` as in :func:`place`."""
-    e = frame_estimates(model, image, geometry, padding)
+    e = frame_estimates(model, image, geometry, preparation)
     uv, depth, xyz = place(model, e["uv"], e["depth_offset"], e["confidence"], geometry, head_depth_mm=head_depth_mm)
     return Detection(list(model.labels), uv, e["confidence"], geometry.in_field_px(uv), depth, xyz)
 
 
 def detect_views(model: LandmarkModel, frames: list[tuple[np.ndarray, CArmGeometry]],
-                 padding: str = "edge") -> list[Detection]:
+                 preparation: FramePreparation = FramePreparation()) -> list[Detection]:
     """Landmarks of one head seen in several frames (image, geometry) that it did not move between,
     e.g. a biplane C-arm's two planes: one Detection per frame, all with the same 3D landmarks."""
-    estimates = [frame_estimates(model, image, g, padding) for image, g in frames]
+    estimates = [frame_estimates(model, image, g, preparation) for image, g in frames]
     uvs, depths, xyz = place_views(model, [(e["uv"], e["confidence"], g) for e, (_, g) in zip(estimates, frames)])
     return [Detection(list(model.labels), uv, e["confidence"], g.in_field_px(uv), depth, xyz)
             for uv, depth, e, (_, g) in zip(uvs, depths, estimates, frames)]

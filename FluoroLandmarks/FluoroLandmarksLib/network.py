@@ -41,14 +41,11 @@ class PatchFCNN(nn.Module):
 
     ``atrous``: the last ``atrous`` strided blocks run at stride 1 with the convolutions after them
     dilated instead (DeepLab's conversion): the same weights then give an output twice as dense per
-    converted block, whose every other patch is exactly the strided network's output.
-    ``input_blur_px``: a fixed Gaussian blur (SD in input px) of the input, in training and inference
-    alike: every image, synthetic or real, reaches the convolutions at no finer a resolution than
-    the DRRs it was trained on."""
+    converted block, whose every other patch is exactly the strided network's output."""
 
     def __init__(self, n_landmarks: int, widths: tuple[int, ...] = (16, 32, 48, 64, 96),
                  strides: tuple[int, ...] = (2, 2, 2, 2, 1), displacement_scale: float = 64.0,
-                 dilations: tuple[int, ...] = (2,), atrous: int = 0, input_blur_px: float = 0.0):
+                 dilations: tuple[int, ...] = (2,), atrous: int = 0):
         super().__init__()
         layers, cin, rate = [], 1, 1
         strided = [n for n, s in enumerate(strides) if s > 1]
@@ -69,14 +66,10 @@ class PatchFCNN(nn.Module):
         self.n_landmarks = n_landmarks
         self.stride = int(np.prod(strides)) // rate
         self.config = dict(n_landmarks=n_landmarks, widths=list(widths), strides=list(strides),
-                           displacement_scale=displacement_scale, dilations=list(dilations), atrous=atrous,
-                           input_blur_px=float(input_blur_px))
+                           displacement_scale=displacement_scale, dilations=list(dilations), atrous=atrous)
         self.displacement_scale = displacement_scale  # px per unit of the raw displacement output
-        self.input_blur_px = float(input_blur_px)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if self.input_blur_px > 0:
-            image = gaussian_blur(image, self.input_blur_px)
         features = self.features(image)
         with torch.autocast(features.device.type, enabled=False):  # px displacements need float32, not bf16
             out = self.head(features.float())
@@ -85,12 +78,12 @@ class PatchFCNN(nn.Module):
         return torch.cat([out[:, :, :2] * self.displacement_scale, out[:, :, 2:]], dim=2)
 
 
-def reconfigured(net: PatchFCNN, **changes) -> PatchFCNN:
-    """A copy of ``net`` with the same weights and some options changed: ``atrous`` (an output
-    2**atrous times denser per axis, see :class:`PatchFCNN`) or ``input_blur_px``."""
-    copy = PatchFCNN(**dict(net.config, **changes))
-    copy.load_state_dict(net.state_dict())
-    return copy.train(net.training)
+def densified(net: PatchFCNN, atrous: int = 1) -> PatchFCNN:
+    """A copy of ``net`` with its last ``atrous`` strided blocks converted (same weights, an output
+    2**atrous times denser per axis; see :class:`PatchFCNN`)."""
+    dense = PatchFCNN(**dict(net.config, atrous=atrous))
+    dense.load_state_dict(net.state_dict())
+    return dense
 
 
 def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:

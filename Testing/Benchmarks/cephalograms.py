@@ -1,7 +1,7 @@
 """Real lateral cephalograms: sim-to-real with the DRR-trained model, and the same architecture
 trained on real images (Noothout et al.'s cephalometric experiment).
 
-    python Testing/Benchmarks/cephalograms.py --data DIR [--model DIR] [--json FILE]
+    python Testing/Benchmarks/cephalograms.py --data DIR [--model DIR] [--input-blur PX] [--edge-padding] [--json FILE]
     python Testing/Benchmarks/cephalograms.py --cv 5 --data DIR [--json FILE]
     python Testing/Benchmarks/cephalograms.py --train DIR --test DIR [--json FILE]
 
@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "FluoroLandmarks"))
-from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel, predict_network_frame, to_network_frame  # noqa: E402
+from FluoroLandmarksLib.inference import (REAL_IMAGE_BLUR_PX, SHIPPED_MODEL, LandmarkModel,  # noqa: E402
+                                          predict_network_frame, to_network_frame)
 from FluoroLandmarksLib.landmarks import load_catalogue  # noqa: E402
 from FluoroLandmarksLib.training import train_global, train_local  # noqa: E402
 
@@ -89,13 +90,15 @@ def inter_annotator(each: np.ndarray, spacing: np.ndarray) -> dict:
     return sdr_table(np.linalg.norm(each[0] - each[1], axis=-1) * spacing[:, None], ISBI)
 
 
-def predict(model: LandmarkModel, images: list[np.ndarray], collimator_fill: bool = False) -> np.ndarray:
+def predict(model: LandmarkModel, images: list[np.ndarray], collimator_fill: bool = False,
+            blur_px: float = 0.0) -> np.ndarray:
     """(N, 19 or L, 2) px; ``collimator_fill``: pad the sides with the image's brightest value, as a
-    collimator blade reads in a bone-bright radiograph (and in the DRRs); else repeat the edges."""
+    collimator blade reads in a bone-bright radiograph (and in the DRRs); else repeat the edges.
+    ``blur_px``: Gaussian blur (SD, network px) before the network."""
     out = []
     for image in images:
         square, scale, offset = to_network_frame(image, float(image.max()) if collimator_fill else None)
-        out.append(predict_network_frame(model, square[None])["uv"][0] * scale - offset)
+        out.append(predict_network_frame(model, square[None], blur_px)["uv"][0] * scale - offset)
     return np.stack(out)
 
 
@@ -103,7 +106,7 @@ def sim_to_real(args) -> dict:
     model = LandmarkModel.load(args.model)
     ids, images, truth, each, spacing = load_folder(args.data)
     catalogue = load_catalogue()
-    pred = predict(model, images, collimator_fill=True)
+    pred = predict(model, images, collimator_fill=not args.edge_padding, blur_px=args.input_blur)
     # Catalogue landmarks of the model -> ISBI names; bilateral ones (orbitale) are averaged.
     groups = defaultdict(list)
     for n, label in enumerate(model.labels):
@@ -117,8 +120,10 @@ def sim_to_real(args) -> dict:
     result = sdr_table(errors, names)
     inter = inter_annotator(each, spacing)
     print_table(f"Sim-to-real: DRR-trained model {args.model} on {len(ids)} real cephalograms ({args.data}); "
-                f"{len(names)} shared landmarks", result, inter)
-    return dict(mode="sim_to_real", images=len(ids), landmarks=names, **result, inter_annotator=inter["overall"],
+                f"{len(names)} shared landmarks; padding {'edge' if args.edge_padding else 'brightest'}, blur "
+                f"{args.input_blur:g} px", result, inter)
+    return dict(mode="sim_to_real", images=len(ids), landmarks=names, padding="edge" if args.edge_padding else
+                "brightest", input_blur_px=args.input_blur, **result, inter_annotator=inter["overall"],
                 mre_mm=result["overall"]["mre_mm"], sdr_2mm=result["overall"]["sdr_2mm"],
                 sdr_4mm=result["overall"]["sdr_4mm"])
 
@@ -196,6 +201,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="cephalogram folder (sim-to-real, or with --cv)")
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="DRR-trained model (sim-to-real)")
+    parser.add_argument("--input-blur", type=float, default=REAL_IMAGE_BLUR_PX,
+                        help="sim-to-real: px, Gaussian blur before the network (detect's default for real frames)")
+    parser.add_argument("--edge-padding", action="store_true",
+                        help="sim-to-real: pad the non-square images with their edges (detect --pad-with edge) "
+                             "instead of their brightest value (--pad-with brightest)")
     parser.add_argument("--train", type=Path)
     parser.add_argument("--test", type=Path)
     parser.add_argument("--cv", type=int, help="k-fold cross-validation on --data with real-image training")

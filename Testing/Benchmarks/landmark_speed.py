@@ -22,8 +22,8 @@ from FluoroLandmarksLib.dataset import appearance, random_geometry  # noqa: E402
 from FluoroLandmarksLib.detection import read_skull_template  # noqa: E402
 from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu  # noqa: E402
 from FluoroLandmarksLib.headless import HeadlessApplication  # noqa: E402
-from FluoroLandmarksLib.inference import (SHIPPED_MODEL, LandmarkModel, place, predict_network_frame,  # noqa: E402
-                                          to_network_frame)
+from FluoroLandmarksLib.inference import (REAL_IMAGE_BLUR_PX, SHIPPED_MODEL, LandmarkModel, place,  # noqa: E402
+                                          predict_network_frame, to_network_frame)
 from FluoroLandmarksLib.shape import TemplateWarp  # noqa: E402
 from FluoroLandmarksLib.synthesis import volume_center_ras  # noqa: E402
 
@@ -45,6 +45,8 @@ def main(argv=None):
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL)
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster than 2 for one frame)")
+    parser.add_argument("--input-blur", type=float, default=REAL_IMAGE_BLUR_PX,
+                        help="px, the blur before the network (as detect's default for real frames; in its stage)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -52,13 +54,13 @@ def main(argv=None):
     template = mrml.polydata_points(read_skull_template(args.model))
     warp = TemplateWarp(template, np.asarray(model.card["template_landmarks_ras"]))  # once per model
     stream = frames(32)
-    stages = {"preprocess": 0.0, "global+local networks": 0.0, "shape fit (3D)": 0.0, "skull": 0.0}
+    stages = {"preprocess": 0.0, "blur + global+local networks": 0.0, "shape fit (3D)": 0.0, "skull": 0.0}
     for n in range(args.frames + 5):
         image, g = stream[n % len(stream)]
         t0 = time.perf_counter()
         square, scale, offset = to_network_frame(image)
         t1 = time.perf_counter()
-        p = predict_network_frame(model, square[None])
+        p = predict_network_frame(model, square[None], args.input_blur)
         t2 = time.perf_counter()
         _, _, xyz = place(model, p["uv"][0] * scale - offset, p["depth_offset"][0], p["confidence"][0], g)
         t3 = time.perf_counter()
@@ -75,7 +77,7 @@ def main(argv=None):
           f"({args.threads} threads, skull template {len(template)} vertices); goal >= 30 frames/s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(dict(frames_per_second=fps, threads=args.threads, frames=args.frames,
+        args.json.write_text(json.dumps(dict(frames_per_second=fps, threads=args.threads, frames=args.frames, input_blur_px=args.input_blur,
                                              ms_per_frame={k: 1000 * v / args.frames for k, v in stages.items()},
                                              skull_vertices=int(len(template))), indent=2))
 
