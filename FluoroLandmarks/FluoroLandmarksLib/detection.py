@@ -18,7 +18,8 @@ import vtk
 
 from . import mrml
 from .geometry import CArmGeometry
-from .inference import PRESENCE_THRESHOLD, Detection, FramePreparation, LandmarkModel, detect, detect_views
+from .inference import (DRR_FRAME, PRESENCE_THRESHOLD, Detection, FramePreparation, LandmarkModel, detect,
+                        detect_views)
 from .landmarks import EYE_LENSES
 from .shape import warp_template
 from .synthesis import GEOMETRY_ATTRIBUTE, write_text_atomic
@@ -89,7 +90,7 @@ def eye_lens_report(d: Detection) -> dict:
 
 def detect_frame(app_logic, image: np.ndarray, geometry: CArmGeometry, model: LandmarkModel, model_folder,
                  name: str = "Frame", head_depth_mm: float | None = None,
-                 preparation: FramePreparation = FramePreparation()) -> FrameResult:
+                 preparation: FramePreparation = DRR_FRAME) -> FrameResult:
     """Run the model on ``image`` (rows, columns) and add the frame, 2D and 3D landmarks, the
     estimated skull, the X-ray source and the beam to the scene. ``head_depth_mm``: the head
     centre's distance from the source along the principal ray if known (else the isocenter's);
@@ -102,7 +103,7 @@ def detect_frame(app_logic, image: np.ndarray, geometry: CArmGeometry, model: La
 
 
 def detect_frames(app_logic, frames: list[tuple[np.ndarray, CArmGeometry, str]], model: LandmarkModel,
-                  model_folder, preparation: FramePreparation = FramePreparation()) -> list[FrameResult]:
+                  model_folder, preparation: FramePreparation = DRR_FRAME) -> list[FrameResult]:
     """:func:`detect_frame` for several frames (image, geometry, name) of one head that did not move
     between them (e.g. a biplane C-arm's two planes): the shape model is fitted to all at once, and
     the 3D landmarks and skull (added once) are shared by every result's nodes."""

@@ -212,6 +212,9 @@ class FramePreparation:
             raise ValueError(f"blur must be 0-16 px, got {self.blur_px}")
 
 
+DRR_FRAME = FramePreparation()  # edges repeated, no blur: for DRRs (the default of the functions below)
+
+
 def padding_fill(image: np.ndarray, padding: str) -> float | None:
     """The constant a non-square frame is padded with (:func:`to_network_frame`; None: its edges)
     for a ``padding`` of :data:`PADDINGS`: "brightest" / "darkest" is the frame's value where a
@@ -222,7 +225,7 @@ def padding_fill(image: np.ndarray, padding: str) -> float | None:
 
 
 def frame_estimates(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry,
-                    preparation: FramePreparation = FramePreparation()) -> dict[str, np.ndarray]:
+                    preparation: FramePreparation = DRR_FRAME) -> dict[str, np.ndarray]:
     """The network's estimates on one frame (rows, columns) whose acquisition is ``geometry`` (its
     detector size must be the image's (columns, rows)), prepared as ``preparation`` says:
     ``uv`` (L, 2) input-image px, ``depth_offset`` (L,) mm, ``confidence`` (L,)."""
@@ -236,7 +239,7 @@ def frame_estimates(model: LandmarkModel, image: np.ndarray, geometry: CArmGeome
 
 
 def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry,
-           head_depth_mm: float | None = None, preparation: FramePreparation = FramePreparation()) -> Detection:
+           head_depth_mm: float | None = None, preparation: FramePreparation = DRR_FRAME) -> Detection:
     """Landmarks of one frame (see :func:`frame_estimates`); ``head_depth_mm`` as in :func:`place`."""
     e = frame_estimates(model, image, geometry, preparation)
     uv, depth, xyz = place(model, e["uv"], e["depth_offset"], e["confidence"], geometry, head_depth_mm=head_depth_mm)
@@ -244,7 +247,7 @@ def detect(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry,
 
 
 def detect_views(model: LandmarkModel, frames: list[tuple[np.ndarray, CArmGeometry]],
-                 preparation: FramePreparation = FramePreparation()) -> list[Detection]:
+                 preparation: FramePreparation = DRR_FRAME) -> list[Detection]:
     """Landmarks of one head seen in several frames (image, geometry) that it did not move between,
     e.g. a biplane C-arm's two planes: one Detection per frame, all with the same 3D landmarks."""
     estimates = [frame_estimates(model, image, g, preparation) for image, g in frames]
