@@ -61,7 +61,7 @@ class FluoroLandmarksParameterNode:
     collimationFraction: Annotated[float, WithinRange(0.05, 1.0)] = 0.8
     inputFrame: vtkMRMLScalarVolumeNode  # 2D X-ray / fluoroscopy frame for landmark detection
     headDepth: Annotated[float, WithinRange(0, 3000)] = 0.0  # mm source to head centre; 0 = unknown (isocenter)
-    framePadding: Annotated[str, Choice(list(PADDINGS))] = "edge"  # of a non-square frame (inference.padding_fill)
+    framePadding: Annotated[str, Choice(list(PADDINGS))] = "edge"  # of a non-square frame (inference.FramePreparation)
     inputBlur: Annotated[float, WithinRange(0, 16)] = REAL_IMAGE_BLUR_PX  # network px; 0 for DRRs
     secondFrame: vtkMRMLScalarVolumeNode  # optional: the same head's frame from the biplane's other plane
 

@@ -7,7 +7,7 @@ import torch
 
 from FluoroLandmarksLib.dataset import labels_for, random_geometry, render_coarse
 from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu
-from FluoroLandmarksLib.inference import FramePreparation, padding_fill, to_network_frame
+from FluoroLandmarksLib.inference import FramePreparation, to_network_frame
 from FluoroLandmarksLib.metrics import landmark_report
 from FluoroLandmarksLib.network import (OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, densified, gaussian_blur,
                                          landmark_loss, patch_targets)
@@ -59,11 +59,11 @@ def test_a_non_square_frame_is_padded_with_edges_or_a_collimator_value():
     assert np.allclose(square[:60], 7.0) and np.allclose(square[-60:], 7.0) and np.allclose(square[100:156, 10:], 1.0)
     edge, _, _ = to_network_frame(image)
     assert np.allclose(edge[:60, 10:], 1.0) and np.allclose(edge[:60, 0], 3.0)
-    assert padding_fill(image, "brightest") == 3.0 and padding_fill(image, "darkest") == 1.0
-    assert padding_fill(image, "edge") is None
-    for bad in (lambda: padding_fill(image, "white"), lambda: FramePreparation("white"), lambda: FramePreparation(blur_px=-1)):
+    assert FramePreparation("brightest").fill(image) == 3.0 and FramePreparation("darkest").fill(image) == 1.0
+    assert FramePreparation().fill(image) is None
+    for bad in (dict(padding="white"), dict(blur_px=-1)):
         with pytest.raises(ValueError, match="padding must be one of|blur must be"):
-            bad()
+            FramePreparation(**bad)
     # the network pixel over input pixel (row 10, column 20) maps back to it
     assert np.allclose(np.array([20 + 0.5, 10 + 32 + 0.5]) / scale - 0.5, (np.array([20, 10]) + offset) / scale)
 

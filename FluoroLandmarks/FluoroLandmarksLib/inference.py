@@ -26,10 +26,10 @@ from .training import crops, normalize
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model_card.json"
 PRESENCE_THRESHOLD = 0.5  # a landmark counts as seen (e.g. an eye lens in the beam) above this confidence
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "landmarks"
-PADDINGS = ("edge", "brightest", "darkest")  # how a non-square frame is padded to the network's square (padding_fill)
-# Gaussian blur (SD, network px) that brings a real radiograph to the DRRs' resolution: the training
-# DRRs are traced through 1-2 mm voxels, so real frames are much sharper. On the real cephalograms
-# 1.5-2.5 px were best for every model (split-half choice: 2.0 / 1.5; Testing/Benchmarks/cephalograms.py).
+PADDINGS = ("edge", "brightest", "darkest")  # how a non-square frame is padded to the network's square
+# Gaussian blur (SD, network px) before the network for real frames: the training DRRs come from a CT
+# of ~1 mm voxels, real radiographs are sharper and finer-textured. On the real cephalograms
+# (Testing/Benchmarks/cephalograms.py) 1.5-2.5 px were best for every model tried; on DRRs it costs.
 REAL_IMAGE_BLUR_PX = 2.0
 
 
@@ -199,7 +199,7 @@ def place_views(model: LandmarkModel, frames: list[tuple[np.ndarray, np.ndarray,
 @dataclass(frozen=True)
 class FramePreparation:
     """How a frame reaches the network: ``padding`` of a non-square frame (one of :data:`PADDINGS`,
-    see :func:`padding_fill`) and a Gaussian blur of SD ``blur_px`` (network px; real radiographs:
+    see :meth:`fill`) and a Gaussian blur of SD ``blur_px`` (network px; real radiographs:
     :data:`REAL_IMAGE_BLUR_PX`, DRRs: 0)."""
 
     padding: str = "edge"
@@ -211,17 +211,16 @@ class FramePreparation:
         if not (0.0 <= self.blur_px <= 16.0):
             raise ValueError(f"blur must be 0-16 px, got {self.blur_px}")
 
+    def fill(self, image: np.ndarray) -> float | None:
+        """The constant ``image`` is padded with (:func:`to_network_frame`; None: its edges):
+        "brightest" / "darkest" is its value where a collimator blade would be in a bone-bright
+        radiograph (a cephalogram) / bone-dark fluoroscopy."""
+        if self.padding == "edge":
+            return None
+        return float(np.max(image) if self.padding == "brightest" else np.min(image))
+
 
 DRR_FRAME = FramePreparation()  # edges repeated, no blur: for DRRs (the default of the functions below)
-
-
-def padding_fill(image: np.ndarray, padding: str) -> float | None:
-    """The constant a non-square frame is padded with (:func:`to_network_frame`; None: its edges)
-    for a ``padding`` of :data:`PADDINGS`: "brightest" / "darkest" is the frame's value where a
-    collimator blade would be in a bone-bright radiograph (a cephalogram) / bone-dark fluoroscopy."""
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
-    return None if padding == "edge" else float(np.max(image) if padding == "brightest" else np.min(image))
 
 
 def frame_estimates(model: LandmarkModel, image: np.ndarray, geometry: CArmGeometry,
@@ -233,7 +232,7 @@ def frame_estimates(model: LandmarkModel, image: np.ndarray, geometry: CArmGeome
     if tuple(geometry.detector_size_px) != (cols, rows):
         raise ValueError(f"geometry detector {geometry.detector_size_px} does not match the image (columns, rows)="
                          f"({cols}, {rows})")
-    square, scale, offset = to_network_frame(image, padding_fill(image, preparation.padding))
+    square, scale, offset = to_network_frame(image, preparation.fill(image))
     p = predict_network_frame(model, square[None], preparation.blur_px)
     return dict(uv=p["uv"][0] * scale - offset, depth_offset=p["depth_offset"][0], confidence=p["confidence"][0])
 
