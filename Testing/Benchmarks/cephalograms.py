@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "FluoroLandmarks"))
-from FluoroLandmarksLib.inference import (REAL_IMAGE_BLUR_PX, SHIPPED_MODEL, LandmarkModel,  # noqa: E402
-                                          predict_network_frame, to_network_frame)
+from FluoroLandmarksLib.inference import (DRR_FRAME, REAL_IMAGE_BLUR_PX, SHIPPED_MODEL,  # noqa: E402
+                                          FramePreparation, LandmarkModel, predict_network_frame, to_network_frame)
 from FluoroLandmarksLib.landmarks import load_catalogue  # noqa: E402
 from FluoroLandmarksLib.training import train_global, train_local  # noqa: E402
 
@@ -90,15 +90,12 @@ def inter_annotator(each: np.ndarray, spacing: np.ndarray) -> dict:
     return sdr_table(np.linalg.norm(each[0] - each[1], axis=-1) * spacing[:, None], ISBI)
 
 
-def predict(model: LandmarkModel, images: list[np.ndarray], collimator_fill: bool = False,
-            blur_px: float = 0.0) -> np.ndarray:
-    """(N, 19 or L, 2) px; ``collimator_fill``: pad the sides with the image's brightest value, as a
-    collimator blade reads in a bone-bright radiograph (and in the DRRs); else repeat the edges.
-    ``blur_px``: Gaussian blur (SD, network px) before the network."""
+def predict(model: LandmarkModel, images: list[np.ndarray], preparation: FramePreparation = DRR_FRAME) -> np.ndarray:
+    """(N, 19 or L, 2) px, each image padded and blurred as ``preparation`` says (as detect does)."""
     out = []
     for image in images:
-        square, scale, offset = to_network_frame(image, float(image.max()) if collimator_fill else None)
-        out.append(predict_network_frame(model, square[None], blur_px)["uv"][0] * scale - offset)
+        square, scale, offset = to_network_frame(image, preparation.fill(image))
+        out.append(predict_network_frame(model, square[None], preparation.blur_px)["uv"][0] * scale - offset)
     return np.stack(out)
 
 
@@ -106,7 +103,8 @@ def sim_to_real(args) -> dict:
     model = LandmarkModel.load(args.model)
     ids, images, truth, each, spacing = load_folder(args.data)
     catalogue = load_catalogue()
-    pred = predict(model, images, collimator_fill=not args.edge_padding, blur_px=args.input_blur)
+    # bone-bright radiographs: padded as a collimator blade reads in them (and in the DRRs)
+    pred = predict(model, images, FramePreparation("edge" if args.edge_padding else "brightest", args.input_blur))
     # Catalogue landmarks of the model -> ISBI names; bilateral ones (orbitale) are averaged.
     groups = defaultdict(list)
     for n, label in enumerate(model.labels):

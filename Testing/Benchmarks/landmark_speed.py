@@ -77,7 +77,8 @@ def main(argv=None):
           f"({args.threads} threads, skull template {len(template)} vertices); goal >= 30 frames/s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(dict(frames_per_second=fps, threads=args.threads, frames=args.frames, input_blur_px=args.input_blur,
+        args.json.write_text(json.dumps(dict(frames_per_second=fps, threads=args.threads, frames=args.frames,
+                                             input_blur_px=args.input_blur,
                                              ms_per_frame={k: 1000 * v / args.frames for k, v in stages.items()},
                                              skull_vertices=int(len(template))), indent=2))
 
