@@ -15,6 +15,7 @@ from FluoroLandmarksLib.dataset import load_dataset
 from FluoroLandmarksLib.detection import read_skull_template
 from FluoroLandmarksLib.geometry import CArmGeometry
 from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel, predict_network_frame
+from FluoroLandmarksLib.population import Deformation
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,40 @@ def test_training_on_two_dataset_folders_uses_both(tiny_model, tmp_path):
     (other / "dataset.json").write_text(json.dumps(dict(meta, labels=meta["labels"][::-1])))
     with pytest.raises(ValueError, match="labels differ"):
         load_dataset([tiny_model / "train", other])
+
+
+def test_relabel_moves_only_the_corrected_landmark(tiny_model, tmp_path, capsys):
+    # A corrected template landmark gets new labels from each shard's stored deformation and geometry;
+    # the other labels and the images stay, and the source folder is untouched.
+    doc = json.loads(SAMPLE_LANDMARKS.read_text())
+    points = doc["markups"][0]["controlPoints"]
+    moved = next(i for i, p in enumerate(points) if p["label"] == "subnasale")
+    points[moved]["position"][2] += 10.0  # 10 mm superior (the same axis in LPS and RAS)
+    corrected = tmp_path / "corrected.mrk.json"
+    corrected.write_text(json.dumps(doc))
+    source = tiny_model / "test"  # with a synthetic lower head
+    _, before = load_dataset(source)
+    assert cli.main(["relabel", "--data", str(source), "--landmarks", str(corrected), "--out", str(tmp_path / "re")]) == 0
+    _, after = load_dataset(tmp_path / "re")
+    _, again = load_dataset(source)
+    assert all(np.array_equal(before[k], again[k]) for k in before)
+    assert np.array_equal(after["images"], before["images"])
+    others = np.arange(before["uv"].shape[1]) != moved
+    assert np.abs(after["uv"][:, others] - before["uv"][:, others]).max() < 1e-3
+    assert np.linalg.norm(after["uv"][:, moved] - before["uv"][:, moved], axis=-1).min() > 1.0
+    template_ras = np.array(points[moved]["position"]) * [-1, -1, 1]
+    for n in range(0, len(after["uv"]), 5):
+        d = Deformation(*(after[f"def_{k}"][n] for k in ("matrix", "centre", "offset", "field", "box")))
+        assert np.abs(d.to_template(after["xyz_ras"][n, moved][None].astype(float))[0] - template_ras).max() < 0.05
+        h = after["projection"][n] @ np.append(after["xyz_ras"][n, moved], 1.0)
+        assert np.abs(h[:2] / h[2] - after["uv"][n, moved]).max() < 0.01
+    capsys.readouterr()
+    assert cli.main(["relabel", "--data", str(source), "--landmarks", str(corrected), "--out", str(source)]) == 2
+    assert "must differ" in capsys.readouterr().err
+    points[0]["label"] = "not_a_catalogue_landmark"
+    corrected.write_text(json.dumps(doc))
+    assert cli.main(["relabel", "--data", str(source), "--landmarks", str(corrected), "--out", str(tmp_path / "bad")]) == 2
+    assert "not the dataset's" in capsys.readouterr().err
 
 
 def test_training_continues_from_a_model_keeping_its_shape_model(tiny_model, tmp_path):

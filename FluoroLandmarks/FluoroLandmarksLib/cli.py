@@ -94,6 +94,21 @@ def run_make_dataset(args) -> dict:
     return meta
 
 
+def run_relabel(args) -> dict:
+    from . import mrml
+    from .dataset import relabel_dataset
+    from .headless import HeadlessApplication
+
+    app = HeadlessApplication()
+    try:
+        labels, points = mrml.markups_to_numpy(mrml.load_markups(app.app_logic, args.landmarks))
+    finally:
+        app.close()
+    meta = relabel_dataset(args.data, labels, points, args.out, source=str(args.landmarks))
+    print(f"relabelled {meta['samples']} samples of {args.data} for {args.landmarks}: {args.out}")
+    return meta
+
+
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"
 SAMPLE_CT = SAMPLE_DIR / "ProMED_CT_0051.nrrd"
 SAMPLE_LANDMARKS = SAMPLE_DIR / "ProMED_CT_0051_landmarks.mrk.json"
@@ -407,6 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "the CT's inferior edge (for a head CT that ends at the upper teeth, as the sample CT)")
     make.add_argument("--out", required=True, help="output folder")
     make.set_defaults(func=run_make_dataset)
+
+    relabel = sub.add_parser("relabel", help="recompute a dataset's labels for corrected template landmarks (the "
+                                             "images are kept; each shard stores its deformation and geometry)")
+    relabel.add_argument("--data", required=True, help="dataset folder from make-dataset")
+    relabel.add_argument("--landmarks", default=str(SAMPLE_LANDMARKS),
+                         help="corrected landmarks of the CT the dataset was made from (.mrk.json, same labels)")
+    relabel.add_argument("--out", required=True, help="new dataset folder")
+    relabel.set_defaults(func=run_relabel)
 
     train = sub.add_parser("train", help="train the global and local landmark networks on a dataset (CPU)")
     train.add_argument("--data", required=True, nargs="+", help="dataset folder(s) from make-dataset")

@@ -28,7 +28,7 @@ from .drr import DRRRenderer, detector_image, hu_to_mu
 from .geometry import CArmGeometry, Collimation
 from .lower_head import LowerHead
 from .network import gaussian_blur
-from .population import HeadPopulation
+from .population import Deformation, HeadPopulation
 
 IMAGE_SIZE = 256
 COLLIMATION_SHAPES = ("none", "rect", "circle")
@@ -176,6 +176,42 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
                 samples=written, seed=seed, seconds=seconds,
                 samples_per_second=written / seconds, shards=shard)
     (out / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def relabel_dataset(folder: str | os.PathLike, labels: list[str], points_ras: np.ndarray, out: str | os.PathLike,
+                    source: str = "") -> dict:
+    """Write ``folder``'s images to ``out`` with labels recomputed for corrected template landmarks
+    ``points_ras`` (L, 3) RAS mm: each shard's stored deformation moves them into its head variant and
+    each sample's stored geometry projects them. ``labels`` must be the dataset's, in its order.
+    The images are copied unchanged (a synthetic lower head stays where the original anchors put it)."""
+    folder, out = Path(folder), Path(out)
+    meta_path = folder / "dataset.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{folder} is not a dataset folder (no dataset.json)")
+    meta = json.loads(meta_path.read_text())
+    if list(labels) != meta["labels"]:
+        raise ValueError(f"the landmarks {list(labels)} are not the dataset's {meta['labels']} (same names, same order)")
+    if out.resolve() == folder.resolve():
+        raise ValueError("relabel writes a new dataset folder: --out must differ from --data")
+    points_ras = np.asarray(points_ras, float)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(folder.glob("shard_*.npz")):
+        with np.load(path) as z:
+            arrays = {key: z[key] for key in z.files}
+        d = Deformation(arrays["def_matrix"], arrays["def_centre"], arrays["def_offset"], arrays["def_field"],
+                        arrays["def_box"])
+        variant_points = d.to_variant(points_ras)
+        per = [labels_for(geometry_from_arrays(arrays, n, meta["image_size"]), variant_points)
+               for n in range(len(arrays["uv"]))]
+        arrays.update({key: np.stack([p[key] for p in per]) for key in per[0]})
+        tmp = out / f".{path.stem}.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, out / path.name)
+    meta = dict(meta, relabelled=dict(from_folder=str(folder), landmarks=source))
+    tmp = out / ".dataset.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, out / "dataset.json")
     return meta
 
 
