@@ -73,7 +73,9 @@ def test_relabel_moves_only_the_corrected_landmark(tiny_model, tmp_path, capsys)
     source = tiny_model / "test"  # with a synthetic lower head
     _, before = load_dataset(source)
     assert cli.main(["relabel", "--data", str(source), "--landmarks", str(corrected), "--out", str(tmp_path / "re")]) == 0
-    _, after = load_dataset(tmp_path / "re")
+    meta, after = load_dataset(tmp_path / "re")
+    assert meta["relabelled"] == dict(from_folder=str(source), landmarks=str(corrected))
+    assert load_dataset([tmp_path / "re", source], keys=("uv",))[0]["relabelled"] == [meta["relabelled"], None]
     _, again = load_dataset(source)
     assert all(np.array_equal(before[k], again[k]) for k in before)
     assert np.array_equal(after["images"], before["images"])

@@ -238,7 +238,7 @@ def load_dataset(folders: str | os.PathLike | list, keys: tuple[str, ...] | None
         samples, seconds = sum(m["samples"] for m in metas), sum(m["seconds"] for m in metas)
         meta = dict(meta, samples=samples, seed=[m["seed"] for m in metas], shards=sum(m["shards"] for m in metas),
                     seconds=seconds, samples_per_second=samples / seconds)
-        for key, default in (("coarse", None), ("lower_head_mm", 0.0)):  # listed per folder where they differ
+        for key, default in (("coarse", None), ("lower_head_mm", 0.0), ("relabelled", None)):  # per folder if they differ
             values = [m.get(key, default) for m in metas]
-            meta[key] = values[0] if len(set(values)) == 1 else values
+            meta[key] = values[0] if len({json.dumps(v, sort_keys=True) for v in values}) == 1 else values
     return meta, {key: np.concatenate(v) for key, v in parts.items()}
