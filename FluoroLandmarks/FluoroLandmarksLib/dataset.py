@@ -158,16 +158,13 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
         geometries = [random_geometry(rng, population.centre) for _ in range(n)]
         lines = render_coarse(renderer, geometries, coarse)
         images = np.stack([appearance(line, g, rng) for line, g in zip(lines, geometries)])
-        per = [labels_for(g, variant.landmarks_ras) for g in geometries]
-        arrays = {key: np.stack([p[key] for p in per]) for key in per[0]}
+        arrays = _stacked_labels(geometries, variant.landmarks_ras)
         geo = [geometry_arrays(g) for g in geometries]
         arrays.update({key: np.stack([x[key] for x in geo]) for key in geo[0]})
         d = variant.deformation
         arrays.update(images=images, vessels=np.full(n, variant.vessels), def_matrix=d.matrix, def_centre=d.centre,
                       def_offset=d.offset, def_field=d.field, def_box=d.box)
-        tmp = out / f".shard_{shard:05d}.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, out / f"shard_{shard:05d}.npz")
+        _save_atomic(out / f"shard_{shard:05d}.npz", arrays)
         written += n
         shard += 1
         progress(f"{written}/{count} samples, {written / (time.perf_counter() - start):.1f} samples/s")
@@ -175,8 +172,24 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
     meta = dict(labels=list(labels), image_size=IMAGE_SIZE, coarse=coarse, lower_head_mm=lower_head_mm,
                 samples=written, seed=seed, seconds=seconds,
                 samples_per_second=written / seconds, shards=shard)
-    (out / "dataset.json").write_text(json.dumps(meta, indent=2))
+    _save_atomic(out / "dataset.json", meta)
     return meta
+
+
+def _stacked_labels(geometries: list[CArmGeometry], points_ras: np.ndarray) -> dict:
+    """:func:`labels_for` of each geometry, stacked to (N, ...) arrays."""
+    per = [labels_for(g, points_ras) for g in geometries]
+    return {key: np.stack([p[key] for p in per]) for key in per[0]}
+
+
+def _save_atomic(path: Path, content) -> None:
+    """Write a shard (dict of arrays, .npz) or the metadata (dict, .json) via a temporary file."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if path.suffix == ".npz":
+        np.savez(tmp, **content)
+    else:
+        tmp.write_text(json.dumps(content, indent=2))
+    os.replace(tmp, path)
 
 
 def relabel_dataset(folder: str | os.PathLike, labels: list[str], points_ras: np.ndarray, out: str | os.PathLike,
@@ -202,16 +215,11 @@ def relabel_dataset(folder: str | os.PathLike, labels: list[str], points_ras: np
         d = Deformation(arrays["def_matrix"], arrays["def_centre"], arrays["def_offset"], arrays["def_field"],
                         arrays["def_box"])
         variant_points = d.to_variant(points_ras)
-        per = [labels_for(geometry_from_arrays(arrays, n, meta["image_size"]), variant_points)
-               for n in range(len(arrays["uv"]))]
-        arrays.update({key: np.stack([p[key] for p in per]) for key in per[0]})
-        tmp = out / f".{path.stem}.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, out / path.name)
+        geometries = [geometry_from_arrays(arrays, n, meta["image_size"]) for n in range(len(arrays["uv"]))]
+        arrays.update(_stacked_labels(geometries, variant_points))
+        _save_atomic(out / path.name, arrays)
     meta = dict(meta, relabelled=dict(from_folder=str(folder), landmarks=source))
-    tmp = out / ".dataset.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out / "dataset.json")
+    _save_atomic(out / "dataset.json", meta)
     return meta
 
 
