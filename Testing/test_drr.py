@@ -1,5 +1,7 @@
 """DRR accuracy against analytic phantoms."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -101,6 +103,17 @@ def test_detector_image_collimation_and_noise():
     assert inside.std() == pytest.approx(np.sqrt(np.exp(2.0) / 1e4), rel=0.15)
     with pytest.raises(ValueError, match="shape"):
         detector_image(np.zeros((10, 10)), g)
+
+
+def test_only_rays_inside_the_collimated_field_are_traced(ellipsoid):
+    renderer, centre, _ = ellipsoid
+    open_view = CArmGeometry(tuple(centre), 20, 10, 1000, 750, (48, 40), (2.0, 2.0))
+    field = Collimation("circle", (20.0, 22.0), radius_px=12)
+    full, shuttered = renderer.render([open_view, replace(open_view, collimation=field)])
+    inside = field.field((48, 40))
+    assert 0 < inside.sum() < inside.size and (full[inside] > 0.5).any()
+    np.testing.assert_allclose(shuttered[inside], full[inside], atol=1e-5)  # the same rays inside ...
+    assert (shuttered[~inside] == 0).all() and (full[~inside] > 0).any()  # ... none outside: no primary beam
 
 
 def test_hu_to_mu():

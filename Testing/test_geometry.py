@@ -105,6 +105,14 @@ def test_centred_collimation_covers_the_requested_fraction():
         Collimation.centred("rect", 0.0, (200, 100))
 
 
+@pytest.mark.parametrize("field", [Collimation(), Collimation("rect", (30.2, 20.5), (21.0, 9.0)),
+                                   Collimation("circle", (10.5, 25.0), radius_px=13.0)])
+def test_field_mask_is_contains_on_the_pixel_centres(field):
+    vv, uu = np.mgrid[0:40, 0:50]
+    mask = field.field((50, 40))
+    assert mask.shape == (40, 50) and np.array_equal(mask, field.contains(np.stack([uu, vv], -1)))
+
+
 def test_parse_views():
     from FluoroLandmarksLib.synthesis import parse_views
 

@@ -32,20 +32,33 @@ def tiny_model(tmp_path_factory):
 
 
 def test_full_resolution_dataset_matches_the_coarse_labels(tmp_path):
-    # One head variant without vessels: the same seed draws the same head and views at either resolution,
-    # so the labels agree and the images differ. (Vessels and image noise draw a grid-dependent amount of
-    # random numbers, so later variants of the two sets differ.)
+    # Without vessels the same seed draws the same heads and views at either resolution, so the labels
+    # agree and the images differ. (A vessel tree draws a grid-dependent amount of random numbers.)
     metas, arrays = {}, {}
     for coarse in (1, 2):
         out = tmp_path / f"c{coarse}"
         assert cli.main(["make-dataset", "--ct", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--count", "4",
-                         "--seed", "5", "--per-variant", "4", "--vessel-share", "0", "--coarse", str(coarse),
-                         "--out", str(out)]) == 0
+                         "--seed", "5", "--per-variant", "2", "--vessel-share", "0", "--coarse", str(coarse),
+                         "--workers", "1", "--out", str(out)]) == 0
         metas[coarse], arrays[coarse] = load_dataset(out, keys=("uv", "images"))
     assert metas[1]["coarse"] == 1 and metas[2]["coarse"] == 2
     assert np.abs(arrays[1]["uv"] - arrays[2]["uv"]).max() < 0.5
     assert arrays[1]["images"].shape == arrays[2]["images"].shape
     assert not np.array_equal(arrays[1]["images"], arrays[2]["images"])
+
+
+def test_dataset_does_not_depend_on_the_workers_and_a_larger_count_extends_a_smaller_one(tmp_path):
+    def make(name, count, workers):
+        assert cli.main(["make-dataset", "--ct", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--count",
+                         str(count), "--seed", "8", "--per-variant", "2", "--lower-head", "40", "--workers",
+                         str(workers), "--out", str(tmp_path / name)]) == 0
+        return load_dataset(tmp_path / name)
+
+    (meta1, one), (meta2, two), (_, short) = make("one", 6, 1), make("two", 6, 2), make("short", 4, 1)
+    assert meta1["workers"] == 1 and meta2["workers"] == 2 and meta2["shards"] == 3
+    assert one.keys() == two.keys() and all(np.array_equal(one[k], two[k]) for k in one)
+    assert all(np.array_equal(short[k], one[k][:4]) for k in short)  # its two shards are the first two
+    assert not np.array_equal(one["images"][0], one["images"][2])  # shards differ: their own random streams
 
 
 def test_training_on_two_dataset_folders_uses_both(tiny_model, tmp_path):

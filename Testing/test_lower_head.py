@@ -67,6 +67,22 @@ def test_population_with_lower_head_keeps_identity_variant_and_landmarks(sample)
     assert varied.hu.shape == b.hu.shape and not np.allclose(varied.landmarks_ras, points)
 
 
+def test_tube_distance_is_exact_within_reach():
+    from FluoroLandmarksLib.lower_head import _tube
+
+    m = np.diag([-1.9, -1.9, 3.0, 1.0])
+    m[:3, 3] = [80.0, 60.0, -40.0]
+    kk, jj, ii = np.meshgrid(np.arange(14), np.arange(40), np.arange(45), indexing="ij")
+    grid = (np.stack([ii, jj, kk, np.ones_like(ii)], -1) @ m.T)[..., :3]
+    t = np.linspace(0, 1, 90)[:, None]
+    curves = [np.array([0.0, 0.0, -20.0]) + t * [30, -20, 10], np.array([10.0, 20.0, -30.0]) + t * [-40, 5, 0]]
+    brute = np.linalg.norm(grid[..., None, :] - np.concatenate(curves), axis=-1).min(-1)
+    near = brute <= 6.0
+    got = _tube(grid, curves, 6.0)
+    assert near.sum() > 500 and np.abs(got[near] - brute[near]).max() < 1e-4
+    assert (got[~near] > 6.0).all()  # beyond reach: never closer than it
+
+
 def test_lower_head_refuses_missing_anchors_and_non_axial_templates(sample):
     hu, ijk_to_ras, labels, points = sample
     keep = [n for n, label in enumerate(labels) if label != ANCHORS[0]]

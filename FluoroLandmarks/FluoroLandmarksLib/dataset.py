@@ -14,9 +14,12 @@ geometry (``projection`` 3x4 RAS mm -> px and the parameters to rebuild a :class
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -79,14 +82,13 @@ def appearance(line_integral: np.ndarray, g: CArmGeometry, rng: np.random.Genera
     if rng.random() < 0.5:
         img = img + rng.uniform(0.5, 2.0) * (img - gaussian_blur(img, rng.uniform(4.0, 16.0)))
     img = img[0, 0].numpy()
-    nu, nv = g.detector_size_px
-    vv, uu = np.mgrid[0:nv, 0:nu]
-    field = g.collimation.contains(np.stack([uu, vv], -1))
+    field = g.collimation.field(g.detector_size_px)
     values = img[field] if field.any() else img.ravel()
     body = values[values > 0.5]  # window on the head, not the air around it
     body = body if body.size > 100 else values
-    lo = np.percentile(body, rng.uniform(0, 10)) * rng.uniform(0.5, 1.0)
-    hi = np.percentile(body, rng.uniform(98, 100))
+    q_lo, lo_factor, q_hi = rng.uniform(0, 10), rng.uniform(0.5, 1.0), rng.uniform(98, 100)
+    lo, hi = (float(q) for q in np.percentile(body, [q_lo, q_hi]))
+    lo *= lo_factor
     img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) ** rng.uniform(0.6, 1.5)
     if rng.random() < 0.5:
         img = 1.0 - img  # fluoroscopy look: bone dark
@@ -124,56 +126,111 @@ def geometry_from_arrays(a: dict, n: int, size: int = IMAGE_SIZE) -> CArmGeometr
 
 def render_coarse(renderer: DRRRenderer, geometries: list[CArmGeometry], factor: int) -> list[np.ndarray]:
     """Line integrals on each detector, traced on a ``factor`` times coarser pixel grid (rays at
-    about the population volume's voxel size) and bilinearly resampled to the detector."""
+    about the population volume's voxel size) and bilinearly resampled to the detector; traced
+    inside the collimated field and 1.5 coarse px beyond it (what the resampling reads there)."""
     if factor == 1:
         return renderer.render(geometries)
     coarse = [replace(g, detector_size_px=(g.detector_size_px[0] // factor, g.detector_size_px[1] // factor),
                       pixel_spacing_mm=(g.pixel_spacing_mm[0] * factor, g.pixel_spacing_mm[1] * factor),
-                      collimation=Collimation()) for g in geometries]
+                      collimation=_coarse_field(g.collimation, factor)) for g in geometries]
     lines = torch.from_numpy(np.stack(renderer.render(coarse)))[:, None]
     fine = F.interpolate(lines, scale_factor=factor, mode="bilinear", align_corners=False)[:, 0].numpy()
     return list(fine)
 
 
+def _coarse_field(c: Collimation, factor: int, margin_px: float = 1.5) -> Collimation:
+    """The field ``c`` on a ``factor`` times coarser detector (px centres (u + 0.5) / factor - 0.5),
+    grown by ``margin_px`` coarse px."""
+    if c.shape == "none":
+        return c
+    centre = tuple((x + 0.5) / factor - 0.5 for x in c.center_px)
+    if c.shape == "rect":
+        return Collimation("rect", centre, tuple(x / factor + 2 * margin_px for x in c.size_px))
+    return Collimation("circle", centre, radius_px=c.radius_px / factor + margin_px)
+
+
 def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], points_ras: np.ndarray, count: int,
                   seed: int, out: str | os.PathLike, per_variant: int = 64, vessel_probability: float = 0.3,
-                  coarse: int = 2, lower_head_mm: float = 0.0, progress=print) -> dict:
+                  coarse: int = 2, lower_head_mm: float = 0.0, workers: int = 1, progress=print) -> dict:
     """Write ``count`` samples (``per_variant`` views of each random head variant) as shards in
     ``out``; returns the metadata incl. "samples_per_second". ``coarse``: the head variants are
     built on a grid and the rays traced on a detector that many times coarser (1 = full resolution).
     ``lower_head_mm`` > 0: each variant gets that much random synthetic mandible and neck below the
-    CT's inferior edge (:mod:`.lower_head`; for a CT that ends at the upper teeth)."""
+    CT's inferior edge (:mod:`.lower_head`; for a CT that ends at the upper teeth). Shard n draws
+    from its own random stream (child n of ``seed``), so the output does not depend on ``workers``
+    (processes, one torch thread each) and a larger ``count`` extends a smaller one."""
     if count < 1:
         raise ValueError("count must be >= 1")
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
     lower_head = LowerHead.from_landmarks(list(labels), points_ras, lower_head_mm) if lower_head_mm > 0 else None
-    population = HeadPopulation(hu, ijk_to_ras, points_ras, coarse, lower_head)
-    start, written, shard = time.perf_counter(), 0, 0
-    while written < count:
-        n = min(per_variant, count - written)
-        variant = population.sample(rng, vessel_probability)
+    maker = _ShardMaker(HeadPopulation(hu, ijk_to_ras, points_ras, coarse, lower_head), vessel_probability, coarse)
+    sizes = [min(per_variant, count - start) for start in range(0, count, per_variant)]
+    jobs = list(zip(sizes, np.random.SeedSequence(seed).spawn(len(sizes))))
+    start, written = time.perf_counter(), 0
+    with _shard_map(maker, workers) as shard_map:
+        for shard, arrays in enumerate(shard_map(jobs)):
+            _save_atomic(out / f"shard_{shard:05d}.npz", arrays)
+            written += len(arrays["uv"])
+            progress(f"{written}/{count} samples, {written / (time.perf_counter() - start):.1f} samples/s")
+    seconds = time.perf_counter() - start
+    meta = dict(labels=list(labels), image_size=IMAGE_SIZE, coarse=coarse, lower_head_mm=lower_head_mm,
+                samples=written, seed=seed, seconds=seconds, samples_per_second=written / seconds,
+                shards=len(sizes), workers=workers)
+    _save_atomic(out / "dataset.json", meta)
+    return meta
+
+
+@dataclass
+class _ShardMaker:
+    """Draws one head variant and its views: the arrays of one shard."""
+
+    population: HeadPopulation
+    vessel_probability: float
+    coarse: int
+
+    def __call__(self, job: tuple[int, np.random.SeedSequence]) -> dict:
+        n, seed = job
+        rng = np.random.default_rng(seed)
+        variant = self.population.sample(rng, self.vessel_probability)
         renderer = DRRRenderer(hu_to_mu(variant.hu), variant.ijk_to_ras)
-        geometries = [random_geometry(rng, population.centre) for _ in range(n)]
-        lines = render_coarse(renderer, geometries, coarse)
-        images = np.stack([appearance(line, g, rng) for line, g in zip(lines, geometries)])
+        geometries = [random_geometry(rng, self.population.centre) for _ in range(n)]
+        lines = render_coarse(renderer, geometries, self.coarse)
         arrays = _stacked_labels(geometries, variant.landmarks_ras)
         geo = [geometry_arrays(g) for g in geometries]
         arrays.update({key: np.stack([x[key] for x in geo]) for key in geo[0]})
         d = variant.deformation
-        arrays.update(images=images, vessels=np.full(n, variant.vessels), def_matrix=d.matrix, def_centre=d.centre,
+        arrays.update(images=np.stack([appearance(line, g, rng) for line, g in zip(lines, geometries)]),
+                      vessels=np.full(n, variant.vessels), def_matrix=d.matrix, def_centre=d.centre,
                       def_offset=d.offset, def_field=d.field, def_box=d.box)
-        _save_atomic(out / f"shard_{shard:05d}.npz", arrays)
-        written += n
-        shard += 1
-        progress(f"{written}/{count} samples, {written / (time.perf_counter() - start):.1f} samples/s")
-    seconds = time.perf_counter() - start
-    meta = dict(labels=list(labels), image_size=IMAGE_SIZE, coarse=coarse, lower_head_mm=lower_head_mm,
-                samples=written, seed=seed, seconds=seconds,
-                samples_per_second=written / seconds, shards=shard)
-    _save_atomic(out / "dataset.json", meta)
-    return meta
+        return arrays
+
+
+_WORKER_MAKER: _ShardMaker | None = None  # set in each worker process by _start_worker
+
+
+def _start_worker(maker: _ShardMaker) -> None:
+    global _WORKER_MAKER
+    torch.set_num_threads(1)
+    _WORKER_MAKER = maker
+
+
+def _in_worker(job):
+    return _WORKER_MAKER(job)
+
+
+@contextlib.contextmanager
+def _shard_map(maker: _ShardMaker, workers: int):
+    """A map over shard jobs, in order: in this process, or in ``workers`` spawned processes that
+    each receive the population once."""
+    if workers == 1:
+        yield lambda jobs: map(maker, jobs)
+        return
+    ctx = multiprocessing.get_context("spawn")  # not fork: torch's thread pools do not survive it
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=(maker,)) as pool:
+        yield lambda jobs: pool.map(_in_worker, jobs)
 
 
 def _stacked_labels(geometries: list[CArmGeometry], points_ras: np.ndarray) -> dict:

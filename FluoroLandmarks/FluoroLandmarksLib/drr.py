@@ -93,19 +93,25 @@ class DRRRenderer:
         return self._stacks[key]
 
     def render(self, geometries: list[CArmGeometry]) -> list[np.ndarray]:
-        """Line integrals for each view: a list of float32 arrays of shape (nv, nu)."""
+        """Line integrals for each view: a list of float32 arrays of shape (nv, nu). Only the rays of
+        pixels inside each view's collimated field are traced; the others read 0 (no primary beam)."""
         rays = [self._view_rays(g) for g in geometries]
+        fields = [g.collimation.field(g.detector_size_px).ravel() for g in geometries]
+        beams = [d if f.all() else d[torch.from_numpy(f)] for (_, _, _, d), f in zip(rays, fields)]
         out: list[np.ndarray | None] = [None] * len(geometries)
         with torch.no_grad():
             for axis, slab in {r[:2] for r in rays}:
                 members = [n for n, r in enumerate(rays) if r[:2] == (axis, slab)]
-                src = torch.cat([rays[n][2].expand_as(rays[n][3]) for n in members])
-                sums = self._integrate(axis, slab, src, torch.cat([rays[n][3] for n in members])).numpy()
+                src = torch.cat([rays[n][2].expand_as(beams[n]) for n in members])
+                sums = self._integrate(axis, slab, src, torch.cat([beams[n] for n in members]),
+                                       [len(beams[n]) for n in members]).numpy()
                 offset = 0
                 for n in members:
                     nu, nv = geometries[n].detector_size_px
-                    out[n] = sums[offset:offset + nu * nv].reshape(nv, nu)
-                    offset += nu * nv
+                    line = np.zeros(nu * nv, np.float32)
+                    line[fields[n]] = sums[offset:offset + len(beams[n])]
+                    out[n] = line.reshape(nv, nu)
+                    offset += len(beams[n])
         return out
 
     def _view_rays(self, g: CArmGeometry) -> tuple[int, int, torch.Tensor, torch.Tensor]:
@@ -132,13 +138,14 @@ class DRRRenderer:
         slab = int(np.clip(MAX_SLAB_DRIFT_VOXELS // max(drift, 1e-6), 1, MAX_SLAB))
         return axis, slab, src, d
 
-    def _integrate(self, axis: int, slab: int, src: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    def _integrate(self, axis: int, slab: int, src: torch.Tensor, d: torch.Tensor, views: list[int]) -> torch.Tensor:
         """Joseph line integrals (float32) of rays src + t d (IJK, float64; t in [0, 1] = source
-        to detector)."""
+        to detector), ``views`` consecutive rays at a time from one source and detector."""
         result = torch.zeros(len(d), dtype=torch.float32)
         hits = _hits_box(src, d, torch.tensor(self._mu.shape[::-1], dtype=torch.float64))
         if not hits.any():
             return result
+        bounds = np.cumsum([0] + [int(h.sum()) for h in torch.split(hits, views)])  # the views' rays after hits
         src, d = src[hits], d[hits]
         rest = [a for a in range(3) if a != axis]  # stack width (grid x), height (grid y)
         dm = d[:, axis]
@@ -153,19 +160,24 @@ class DRRRenderer:
         # Ray parameter t (0 = source, 1 = detector) at slab s is t0 + s * t1; only 0 < t < 1 counts.
         t0 = (0.5 * (slab - 1) - src[:, axis]) / dm
         t1 = slab / dm
-        ends = torch.stack([-t0 / t1, (1.0 - t0) / t1]).sort(dim=0).values  # slab positions of t = 0, 1
-        safe_lo, safe_hi = float(ends[0].max()), float(ends[1].min())  # all rays valid in (lo, hi)
+        at_source, at_detector = -t0 / t1, (1.0 - t0) / t1  # slab positions of t = 0, 1
+        ends = torch.minimum(at_source, at_detector), torch.maximum(at_source, at_detector)
+        # Per view, the slabs where all its rays are between source and detector (the detector
+        # may cut through the volume's box; the source never does in practice).
+        safe = [(float(ends[0][a:b].max()), float(ends[1][a:b].min()), a, b)
+                for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         t0, t1 = t0.float(), t1.float()
         total = torch.zeros(len(d), dtype=torch.float32)
         chunk = max(1, _SAMPLES_PER_CHUNK // len(d))
         grid_buffer = torch.empty((min(chunk, n_slabs), len(d), 2), dtype=torch.float32)
         for s0 in range(0, n_slabs, chunk):
             s1 = min(s0 + chunk, n_slabs)
-            s = torch.arange(s0, s1, dtype=torch.float32)[:, None, None]
-            grid = torch.addcmul(g0, s, g1, out=grid_buffer[:s1 - s0])
-            if not (safe_lo < s0 and s1 - 1 < safe_hi):
-                t = t0 + s[:, :, 0] * t1
-                grid.masked_fill_(((t <= 0) | (t >= 1))[..., None], 4.0)  # outside the volume
+            s = torch.arange(s0, s1, dtype=torch.float32)[:, None]
+            grid = torch.addcmul(g0, s[..., None], g1, out=grid_buffer[:s1 - s0])
+            for safe_lo, safe_hi, a, b in safe:
+                if not (safe_lo < s0 and s1 - 1 < safe_hi):
+                    t = t0[a:b] + s * t1[a:b]
+                    grid[:, a:b].masked_fill_(((t <= 0) | (t >= 1))[..., None], 4.0)  # outside the volume
             vals = torch.nn.functional.grid_sample(
                 stack[s0:s1], grid[:, None], mode="bilinear", padding_mode="zeros", align_corners=True)
             total += vals[:, 0, 0].sum(0)
@@ -212,9 +224,7 @@ def detector_image(line_integral: np.ndarray, geometry: CArmGeometry, photons_pe
     nu, nv = geometry.detector_size_px
     if line.shape != (nv, nu):
         raise ValueError(f"line integral shape {line.shape} does not match the detector (nv, nu)=({nv}, {nu})")
-    vv, uu = np.meshgrid(np.arange(nv), np.arange(nu), indexing="ij")
-    exposed = geometry.collimation.contains(np.stack([uu, vv], axis=-1))
-    transmitted = np.exp(-line) * exposed
+    transmitted = np.exp(-line) * geometry.collimation.field(geometry.detector_size_px)
     if photons_per_pixel is None:
         floor = 1e-4
     else:

@@ -72,6 +72,17 @@ class Collimation:
             return cls("circle", centre, radius_px=fraction * min(nu, nv) / 2.0)
         return cls(shape)
 
+    def field(self, detector_size_px: tuple[int, int]) -> np.ndarray:
+        """Boolean (nv, nu) mask of the detector pixels (centres at integer u, v) inside the field."""
+        nu, nv = detector_size_px
+        if self.shape == "none":
+            return np.ones((nv, nu), dtype=bool)
+        du = np.arange(nu, dtype=float) - self.center_px[0]
+        dv = np.arange(nv, dtype=float)[:, None] - self.center_px[1]
+        if self.shape == "rect":
+            return (np.abs(du) <= self.size_px[0] / 2.0) & (np.abs(dv) <= self.size_px[1] / 2.0)
+        return np.hypot(du, dv) <= self.radius_px
+
     def contains(self, uv_px: np.ndarray) -> np.ndarray:
         """Boolean mask: which (..., 2) detector points (u, v in px) are inside the field."""
         uv = np.asarray(uv_px, dtype=float)

@@ -87,13 +87,21 @@ def densified(net: PatchFCNN, atrous: int = 1) -> PatchFCNN:
 
 
 def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(B, 1, H, W) images blurred with a separable Gaussian of ``sigma`` px (edges replicated)."""
+    """(B, C, H, W) images blurred with a separable Gaussian of ``sigma`` px (edges replicated), as
+    two products with 1-D blur matrices (the same cost for any ``sigma``)."""
+    h, w = img.shape[-2:]
+    return _blur_matrix(h, sigma, img) @ img @ _blur_matrix(w, sigma, img).T
+
+
+def _blur_matrix(n: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    """(n, n) matrix of a 1-D Gaussian blur of ``sigma`` px whose taps beyond the ends fall on the end samples."""
     r = int(np.ceil(3 * sigma))
-    x = torch.arange(-r, r + 1, dtype=img.dtype, device=img.device)
-    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    k = k / k.sum()
-    img = F.conv2d(F.pad(img, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(img, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    taps = torch.arange(-r, r + 1, device=like.device)
+    k = torch.exp(-taps.to(like.dtype) ** 2 / (2 * sigma ** 2))
+    rows = torch.arange(n, device=like.device)[:, None].expand(n, 2 * r + 1)
+    m = torch.zeros(n, n, dtype=like.dtype, device=like.device)
+    m.index_put_((rows, (rows + taps).clamp(0, n - 1)), (k / k.sum()).expand(n, -1), accumulate=True)
+    return m
 
 
 def patch_centres(h: int, w: int, stride: int, device=None) -> torch.Tensor:

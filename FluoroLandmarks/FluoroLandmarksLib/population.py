@@ -53,16 +53,18 @@ class Deformation:
 
     def _elastic(self, y: torch.Tensor) -> torch.Tensor:
         """Displacement (N, 3) mm at RAS points y (N, 3), cubic-smooth trilinear on the grid."""
-        lo, hi = torch.from_numpy(self.box[0]), torch.from_numpy(self.box[1])
+        lo, hi = (torch.from_numpy(v).to(y.dtype) for v in self.box)
         g = (2 * (y - lo) / (hi - lo) - 1).to(torch.float32)
         out = F.grid_sample(torch.from_numpy(self.field).float()[None], g[None, :, None, None],
                             mode="bilinear", padding_mode="zeros", align_corners=True)
         return out[0, :, :, 0, 0].T.to(y.dtype)
 
-    def to_template(self, points_ras: np.ndarray) -> np.ndarray:
-        y = torch.as_tensor(np.asarray(points_ras, float))
-        a, c, b = (torch.from_numpy(v) for v in (self.matrix, self.centre, self.offset))
-        return ((y - c) @ a.T + c + b + self._elastic(y)).numpy()
+    def to_template(self, points_ras: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Template RAS (N, 3) mm of variant points: float64 numpy in and out, or a tensor in its own dtype."""
+        y = points_ras if torch.is_tensor(points_ras) else torch.from_numpy(np.asarray(points_ras, float))
+        a, c, b = (torch.from_numpy(v).to(y.dtype) for v in (self.matrix, self.centre, self.offset))
+        x = (y - c) @ a.T + c + b + self._elastic(y)
+        return x if torch.is_tensor(points_ras) else x.numpy()
 
     def to_variant(self, points_ras: np.ndarray, iterations: int = 12) -> np.ndarray:
         """Inverse of :meth:`to_template` by fixed-point iteration (the elastic part is small)."""
@@ -113,12 +115,13 @@ class HeadPopulation:
         box = _box(template.shape, ijk_to_ras)
         d = Deformation.identity(self.centre, box) if identity else Deformation.random(rng, self.centre, box)
         nk, nj, ni = template.shape
-        kk, jj, ii = np.meshgrid(np.arange(nk), np.arange(nj), np.arange(ni), indexing="ij")
-        ijk = np.stack([ii, jj, kk], -1).reshape(-1, 3)
-        x = d.to_template(ijk @ ijk_to_ras[:3, :3].T + ijk_to_ras[:3, 3])
-        ras_to_ijk = np.linalg.inv(ijk_to_ras)
-        g = 2 * (x @ ras_to_ijk[:3, :3].T + ras_to_ijk[:3, 3]) / np.array([ni - 1, nj - 1, nk - 1]) - 1
-        grid = torch.from_numpy(g.astype(np.float32)).reshape(1, nk, nj, ni, 3)
+        kji = torch.meshgrid(torch.arange(nk), torch.arange(nj), torch.arange(ni), indexing="ij")
+        ijk = torch.stack(kji[::-1], -1).reshape(-1, 3).float()
+        m = torch.from_numpy(ijk_to_ras).float()
+        x = d.to_template(torch.addmm(m[:3, 3], ijk, m[:3, :3].T))  # float32: 1e-4 mm at 300 mm
+        scale = 2.0 / torch.tensor([ni - 1, nj - 1, nk - 1])  # RAS -> grid_sample's [-1, 1] (align_corners)
+        inv = torch.from_numpy(np.linalg.inv(ijk_to_ras)).float()
+        grid = torch.addmm(inv[:3, 3] * scale - 1, x, inv[:3, :3].T * scale).reshape(1, nk, nj, ni, 3)
         hu = F.grid_sample(torch.from_numpy(template)[None, None], grid, mode="bilinear", padding_mode="border",
                            align_corners=True)[0, 0].numpy()
         if not identity:
