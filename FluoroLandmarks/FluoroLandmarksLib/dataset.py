@@ -167,7 +167,7 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
     out.mkdir(parents=True, exist_ok=True)
     lower_head = LowerHead.from_landmarks(list(labels), points_ras, lower_head_mm) if lower_head_mm > 0 else None
     maker = _ShardMaker(HeadPopulation(hu, ijk_to_ras, points_ras, coarse, lower_head), vessel_probability, coarse)
-    sizes = [min(per_variant, count - start) for start in range(0, count, per_variant)]
+    sizes = [min(per_variant, count - first) for first in range(0, count, per_variant)]
     jobs = list(zip(sizes, np.random.SeedSequence(seed).spawn(len(sizes))))
     start, written = time.perf_counter(), 0
     with _shard_map(maker, workers) as shard_map:
