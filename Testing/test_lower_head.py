@@ -6,22 +6,15 @@ import numpy as np
 import pytest
 from conftest import SAMPLE_CT, SAMPLE_LANDMARKS
 
-from FluoroLandmarksLib import mrml
 from FluoroLandmarksLib.lower_head import ANCHORS, LowerHead
 from FluoroLandmarksLib.population import HeadPopulation
 
 
 @pytest.fixture(scope="module")
 def sample():
-    from FluoroLandmarksLib.headless import HeadlessApplication
+    from FluoroLandmarksLib.headless import read_ct_and_landmarks
 
-    app = HeadlessApplication()
-    try:
-        hu, ijk_to_ras = mrml.volume_to_numpy(mrml.load_volume(app.app_logic, str(SAMPLE_CT), "CT"))
-        labels, points = mrml.markups_to_numpy(mrml.load_markups(app.app_logic, str(SAMPLE_LANDMARKS)))
-    finally:
-        app.close()
-    return hu, ijk_to_ras, labels, points
+    return read_ct_and_landmarks(SAMPLE_CT, SAMPLE_LANDMARKS)
 
 
 def test_extension_keeps_the_ct_and_puts_anatomy_below_it(sample):

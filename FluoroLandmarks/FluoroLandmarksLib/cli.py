@@ -73,17 +73,10 @@ def run_drr(args) -> list[Path]:
 
 
 def run_make_dataset(args) -> dict:
-    from . import mrml
     from .dataset import write_dataset
-    from .headless import HeadlessApplication
+    from .headless import read_ct_and_landmarks
 
-    app = HeadlessApplication()
-    try:
-        ct = mrml.load_volume(app.app_logic, args.ct, "CT")
-        hu, ijk_to_ras = mrml.volume_to_numpy(ct)
-        labels, points = mrml.markups_to_numpy(mrml.load_markups(app.app_logic, args.landmarks))
-    finally:
-        app.close()
+    hu, ijk_to_ras, labels, points = read_ct_and_landmarks(args.ct, args.landmarks)
     if not labels:
         raise ValueError(f"{args.landmarks} has no landmarks")
     meta = write_dataset(hu, ijk_to_ras, labels, points, args.count, args.seed, args.out, per_variant=args.per_variant,

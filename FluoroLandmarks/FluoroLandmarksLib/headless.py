@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 
+import numpy as np
 import slicer
 from vtkmodules.vtkCommonCore import vtkCollection, vtkFileOutputWindow, vtkOutputWindow
 
@@ -66,3 +67,17 @@ class HeadlessApplication:
     def close(self) -> None:
         self.scene.Clear(True)
         self._cache.cleanup()
+
+
+def read_ct_and_landmarks(ct_path, landmarks_path) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """(HU array [k, j, i], 4x4 IJK->RAS mm, landmark labels, (L, 3) landmarks RAS mm), read with
+    Slicer's readers in a scene of their own."""
+    from . import mrml
+
+    app = HeadlessApplication()
+    try:
+        hu, ijk_to_ras = mrml.volume_to_numpy(mrml.load_volume(app.app_logic, str(ct_path), "CT"))
+        labels, points = mrml.markups_to_numpy(mrml.load_markups(app.app_logic, str(landmarks_path)))
+    finally:
+        app.close()
+    return hu, ijk_to_ras, labels, points

@@ -17,10 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "FluoroLandmarks"))
-from FluoroLandmarksLib import mrml  # noqa: E402
 from FluoroLandmarksLib.cli import SAMPLE_CT, SAMPLE_LANDMARKS  # noqa: E402
 from FluoroLandmarksLib.dataset import write_dataset  # noqa: E402
-from FluoroLandmarksLib.headless import HeadlessApplication  # noqa: E402
+from FluoroLandmarksLib.headless import read_ct_and_landmarks  # noqa: E402
 
 GOAL = 50.0
 
@@ -32,12 +31,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    app = HeadlessApplication()
-    try:
-        hu, ijk_to_ras = mrml.volume_to_numpy(mrml.load_volume(app.app_logic, str(SAMPLE_CT), "CT"))
-        labels, points = mrml.markups_to_numpy(mrml.load_markups(app.app_logic, str(SAMPLE_LANDMARKS)))
-    finally:
-        app.close()
+    hu, ijk_to_ras, labels, points = read_ct_and_landmarks(SAMPLE_CT, SAMPLE_LANDMARKS)
     runs = []
     print(f"{'setting':<34} {'workers':>7} {'samples':>7} {'s':>7} {'samples/s':>9} {'/ goal':>6}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,8 +13,7 @@ import vtk
 from vtk.util import numpy_support
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "FluoroLandmarks"))
-from FluoroLandmarksLib import mrml  # noqa: E402
-from FluoroLandmarksLib.headless import HeadlessApplication  # noqa: E402
+from FluoroLandmarksLib.headless import read_ct_and_landmarks  # noqa: E402
 
 HALF_MM, PX_PER_MM = 25.0, 3
 
@@ -53,9 +52,7 @@ def main(argv=None):
     parser.add_argument("landmarks")
     parser.add_argument("--out", required=True, help="PNG montage (one row per landmark, in file order)")
     args = parser.parse_args(argv)
-    app = HeadlessApplication()
-    array, ijk_to_ras = mrml.volume_to_numpy(mrml.load_volume(app.app_logic, args.ct))
-    labels, points = mrml.markups_to_numpy(mrml.load_markups(app.app_logic, args.landmarks))
+    array, ijk_to_ras, labels, points = read_ct_and_landmarks(args.ct, args.landmarks)
     rows = [tile(array, np.linalg.inv(ijk_to_ras), p) for p in points]
     cols = 3
     while len(rows) % cols:
@@ -70,7 +67,6 @@ def main(argv=None):
     writer.Write()
     for n, label in enumerate(labels):
         print(f"row {n // cols + 1}, column {n % cols + 1}: {label}")
-    app.close()
 
 
 if __name__ == "__main__":
