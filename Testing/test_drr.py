@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from FluoroLandmarksLib.dataset import render_coarse
 from FluoroLandmarksLib.drr import DRRRenderer, detector_image, hu_to_mu, validate_volume
 from FluoroLandmarksLib.geometry import CArmGeometry, Collimation
 
@@ -114,6 +115,18 @@ def test_only_rays_inside_the_collimated_field_are_traced(ellipsoid):
     assert 0 < inside.sum() < inside.size and (full[inside] > 0.5).any()
     np.testing.assert_allclose(shuttered[inside], full[inside], atol=1e-5)  # the same rays inside ...
     assert (shuttered[~inside] == 0).all() and (full[~inside] > 0).any()  # ... none outside: no primary beam
+
+
+def test_half_resolution_rays_of_a_collimated_view_cover_its_field(ellipsoid):
+    # Training DRRs trace rays on a 2x coarser detector, only inside the field grown by 1.5 coarse px:
+    # every detector pixel in the field then reads the same values as without the collimation.
+    renderer, centre, _ = ellipsoid
+    view = CArmGeometry(tuple(centre), 20, 10, 1000, 750, (64, 64), (1.5, 1.5))
+    for field in (Collimation("rect", (30.5, 25.0), (31.0, 21.0)), Collimation("circle", (33.0, 30.5), radius_px=17.0)):
+        full, shuttered = render_coarse(renderer, [view, replace(view, collimation=field)], 2)
+        inside = field.field((64, 64))
+        assert (full[inside] > 0.5).any()
+        np.testing.assert_allclose(shuttered[inside], full[inside], atol=1e-5)
 
 
 def test_hu_to_mu():
