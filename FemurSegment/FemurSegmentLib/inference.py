@@ -51,11 +51,11 @@ class _Predictor:
     """The network per sliding window, reporting progress so that a cancel is honoured within
     the network stage."""
 
-    def __init__(self, model: FemurModel, shape: tuple[int, ...], progress: Progress | None):
+    def __init__(self, model: FemurModel, shape: tuple[int, ...], progress: Progress | None, passes: int = 1):
         # channels-last 3D: oneDNN's faster layout for these 5x5x5 convolutions on CPU (same weights)
         self.net, self.progress, self.done = model.net.to(memory_format=torch.channels_last_3d), progress, 0
         steps = [max(1, int(w * (1 - OVERLAP))) for w in WINDOW]
-        self.total = int(np.prod([max(0, -(-(n - w) // s)) + 1 for n, w, s in zip(shape, WINDOW, steps)]))
+        self.total = passes * int(np.prod([max(0, -(-(n - w) // s)) + 1 for n, w, s in zip(shape, WINDOW, steps)]))
 
     def __call__(self, window: torch.Tensor) -> torch.Tensor:
         if self.progress and self.progress(0.2 + 0.6 * min(self.done / self.total, 1.0), "network") is False:
@@ -64,8 +64,11 @@ class _Predictor:
         return self.net(window.contiguous(memory_format=torch.channels_last_3d)).contiguous()
 
 
-def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress: Progress | None = None) -> sitk.Image:
-    """Femur probability (float32, 0..1) on ``ct``'s grid."""
+def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress: Progress | None = None,
+                      mirror: bool = False) -> sitk.Image:
+    """Femur probability (float32, 0..1) on ``ct``'s grid. ``mirror``: the mean of the network's
+    probabilities on the CT and on its left-right mirror image (the training augmentation's
+    mirroring; twice the network time)."""
     t = time.perf_counter()
     grid = working_grid(ct)
     hu = sitk.GetArrayFromImage(resample(ct, grid))
@@ -73,10 +76,12 @@ def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress
     x = torch.from_numpy(normalize(hu[box]))[None, None]
     timings["resample_s"] = time.perf_counter() - t
     t = time.perf_counter()
+    predictor = _Predictor(model, x.shape[2:], progress, passes=2 if mirror else 1)
     with torch.inference_mode():
-        logits = sliding_window_inference(x, WINDOW, sw_batch_size=1, predictor=_Predictor(model, x.shape[2:], progress),
-                                          overlap=OVERLAP, mode="gaussian")
-        femur = torch.softmax(logits, 1)[0, 1].numpy()
+        femur = _femur(x, predictor)
+        if mirror:  # the working grid is LPS-aligned: the last axis (i) runs right to left
+            femur = (femur + _femur(x.flip(-1), predictor).flip(-1)) / 2
+    femur = femur.numpy()
     timings["network_s"] = time.perf_counter() - t
     if progress and progress(0.8, "post-processing") is False:
         raise Cancelled("cancelled")
@@ -88,6 +93,11 @@ def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress
     out = resample(probability, ct, default=0.0)
     timings["resample_back_s"] = time.perf_counter() - t
     return out
+
+
+def _femur(x: torch.Tensor, predictor: "_Predictor") -> torch.Tensor:
+    logits = sliding_window_inference(x, WINDOW, sw_batch_size=1, predictor=predictor, overlap=OVERLAP, mode="gaussian")
+    return torch.softmax(logits, 1)[0, 1]
 
 
 def segment(model: FemurModel, ct: sitk.Image, side: str = "both", proximal: bool = True,
