@@ -325,3 +325,26 @@ def test_a_reference_label_holding_one_femur_keeps_its_side(flip):
     sides = reference_sides(label, 2, False, anatomy.midline(hu, ct))
     side, other = ("left", "right") if flip else ("right", "left")
     assert (sides[side] == (hu == 400)).all() and not sides[other].any()
+
+
+def test_mirrored_inference_flips_the_mirrored_pass_back():
+    """With a pointwise network (femur logit = a * HU + b, blind to position) the mirrored pass
+    must give back exactly the plain probability on a left-right asymmetric CT; had its flip not
+    been undone, the mean would be the CT's mirror image blended in."""
+    from FemurSegmentLib.inference import femur_probability
+
+    a = np.full((30, 80, 80), -1000, np.int16)
+    a[:, 10:-10, 10:-10] = 40
+    a[5:25, 30:50, 15:35] = 900  # bone on one side only
+    ct = sitk.GetImageFromArray(a)
+    ct.SetSpacing((2.0, 2.0, 3.0))
+    net = torch.nn.Conv3d(1, 2, 1)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.weight[1, 0] = 3.0
+        net.bias.copy_(torch.tensor([0.0, -1.0]))
+    model = FemurModel(net, {})
+    plain = sitk.GetArrayFromImage(femur_probability(model, ct, {}))
+    mirrored = sitk.GetArrayFromImage(femur_probability(model, ct, {}, mirror=True))
+    assert plain.std() > 0.05 and not np.allclose(plain, plain[:, :, ::-1], atol=0.1)
+    assert np.allclose(mirrored, plain, atol=1e-5)
