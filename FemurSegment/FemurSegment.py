@@ -41,6 +41,7 @@ class FemurSegmentParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     side: Annotated[str, Choice(["both", "left", "right"])] = "both"
     proximalOnly: bool = True
+    mirroredPass: bool = False  # also the left-right mirrored CT through the network (twice its time)
     calibrationFile: Path  # QCT calibration JSON; empty (".") for none
 
 
@@ -108,7 +109,8 @@ class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay(_("Femur segmentation failed."), waitCursor=True):
                 calibration = p.calibrationFile if str(p.calibrationFile) not in ("", ".") else None
                 try:
-                    result = self.logic.process(p.inputVolume, p.side, p.proximalOnly, calibration, self._progress)
+                    result = self.logic.process(p.inputVolume, p.side, p.proximalOnly, calibration, self._progress,
+                                                p.mirroredPass)
                 except Cancelled:
                     self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
                     return
@@ -148,12 +150,12 @@ class FemurSegmentLogic(ScriptedLoadableModuleLogic):
             self._model = FemurModel.load(SHIPPED_MODEL)
         return self._model
 
-    def process(self, volume, side="both", proximal=True, calibration=None, progress=None):
+    def process(self, volume, side="both", proximal=True, calibration=None, progress=None, mirror=False):
         """New segmentation + table nodes for ``volume`` (a ``pipeline.Result``); the input node is not modified."""
         model = self.model()
         from FemurSegmentLib import pipeline
 
-        return pipeline.run(slicer.mrmlScene, volume, model, side, proximal, calibration, progress)
+        return pipeline.run(slicer.mrmlScene, volume, model, side, proximal, calibration, progress, mirror)
 
     def show(self, result) -> None:
         result.segmentation.CreateClosedSurfaceRepresentation()

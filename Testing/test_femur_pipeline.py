@@ -91,9 +91,9 @@ def test_cancel_is_honoured_inside_the_network_stage(model):
 
 def test_cli_writes_every_output_and_reloads(tmp_path):
     out = tmp_path / "run"
-    assert main([str(SAMPLE_CT), "--out", str(out), "--side", "left"]) == 0
+    assert main([str(SAMPLE_CT), "--out", str(out), "--side", "left", "--mirror"]) == 0
     m = json.loads((out / "measurements.json").read_text())
-    assert set(m["sides"]) == {"left"} and m["runtime_s"] > 0 and m["peak_memory_mb"] > 0
+    assert set(m["sides"]) == {"left"} and m["runtime_s"] > 0 and m["peak_memory_mb"] > 0 and m["mirrored_pass"]
     assert m["left_volume_cm3"] == m["sides"]["left"]["volume_cm3"]
     assert (out / "measurements.csv").read_text().splitlines()[0].startswith("side,segment,volume_cm3")
     from FluoroLandmarksLib.headless import HeadlessApplication

@@ -1,8 +1,8 @@
 """``femur-segment``: proximal-femur segmentation and measurement on CT/QCT.
 
-    femur-segment CT --out DIR [--side both|left|right] [--proximal | --whole] [--calibration FILE.json]
+    femur-segment CT --out DIR [--side both|left|right] [--proximal | --whole] [--calibration FILE.json] [--mirror]
     femur-segment train --images CT... --labels LABELS... [--label-value V] [--negatives CT...] --out MODEL_DIR
-    femur-segment evaluate [--model M] --images CT... --labels LABELS... [--label-value V] [--json FILE]
+    femur-segment evaluate [--model M] --images CT... --labels LABELS... [--label-value V] [--mirror] [--json FILE]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def run_segment(args) -> dict:
     app = HeadlessApplication()
     try:
         node = load_volume(app.app_logic, args.ct)
-        result = run(app.scene, node, model, args.side, not args.whole, args.calibration)
+        result = run(app.scene, node, model, args.side, not args.whole, args.calibration, mirror=args.mirror)
         t = time.perf_counter()
         paths = write_outputs(app.scene, result, args.out)
         m = result.measurements
@@ -97,7 +97,7 @@ def run_evaluate(args) -> dict:
     per_case = {}
     for image_path, label_path in zip(args.images, args.labels):
         ct, reference = _read(image_path), _read(label_path)
-        seg = segment(model, ct, "both", proximal=not (args.whole or args.reference_slices))
+        seg = segment(model, ct, "both", proximal=not (args.whole or args.reference_slices), mirror=args.mirror)
         ref = reference_sides(reference, args.label_value, not (args.whole or args.reference_slices),
                               anatomy.midline(sitk.GetArrayViewFromImage(ct), ct))
         per_case[Path(image_path).name] = compare(seg.labels, ref, ct, reference_slices=args.reference_slices)
@@ -150,6 +150,10 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     evaluate.add_argument("--reference-slices", action="store_true",
                           help="compare only on the axial slices each reference side covers")
     evaluate.add_argument("--json")
+    for parser in (seg, evaluate):
+        parser.add_argument("--mirror", action="store_true",
+                            help="also run the network on the left-right mirrored CT and average the two "
+                                 "(twice the network time)")
     return {"segment": seg, "train": train, "evaluate": evaluate}
 
 

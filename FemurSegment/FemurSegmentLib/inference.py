@@ -101,17 +101,19 @@ def _femur(x: torch.Tensor, predictor: "_Predictor") -> torch.Tensor:
 
 
 def segment(model: FemurModel, ct: sitk.Image, side: str = "both", proximal: bool = True,
-            progress: Progress | None = None, snap: bool = True, threshold: float = THRESHOLD) -> Segmentation:
+            progress: Progress | None = None, snap: bool = True, threshold: float = THRESHOLD,
+            mirror: bool = False) -> Segmentation:
     """Segment the femur(s) of ``ct`` (HU). Raises :class:`InputError` for unusable input or
     when no requested femur is found, :class:`Cancelled` if ``progress`` returns False.
-    ``snap`` False keeps the network's own boundary (benchmarks compare the two)."""
+    ``snap`` False keeps the network's own boundary (benchmarks compare the two); ``mirror``: see
+    :func:`femur_probability`."""
     if side not in ("both", *anatomy.SIDES):
         raise ValueError(f"side must be both, left or right, not {side!r}")
     timings: dict[str, float] = {}
     t = time.perf_counter()
     check_ct(ct)
     timings["check_s"] = time.perf_counter() - t
-    probability = femur_probability(model, ct, timings, progress)
+    probability = femur_probability(model, ct, timings, progress, mirror)
     return labels_from_probability(probability, ct, side, proximal, snap, threshold, timings)
 
 

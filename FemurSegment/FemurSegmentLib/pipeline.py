@@ -30,12 +30,14 @@ class Result:
 
 
 def run(scene, volume_node, model: FemurModel, side: str = "both", proximal: bool = True,
-        calibration_file: str | os.PathLike | None = None, progress: Progress | None = None) -> Result:
-    """Segment and measure the femurs of ``volume_node`` (HU) into new nodes; the input is not modified."""
+        calibration_file: str | os.PathLike | None = None, progress: Progress | None = None,
+        mirror: bool = False) -> Result:
+    """Segment and measure the femurs of ``volume_node`` (HU) into new nodes; the input is not modified.
+    ``mirror``: also run the network on the left-right mirrored CT and average (twice the network time)."""
     start = time.perf_counter()
     ct = mrml.image_from_node(volume_node)
     calibration = calibration_from_file(calibration_file, ct) if calibration_file else None
-    seg = segment(model, ct, side, proximal, progress)
+    seg = segment(model, ct, side, proximal, progress, mirror=mirror)
     t = time.perf_counter()
     figures = measure(sitk.GetArrayViewFromImage(ct), seg.labels, float(np.prod(ct.GetSpacing())), calibration)
     name = volume_node.GetName()
@@ -44,7 +46,7 @@ def run(scene, volume_node, model: FemurModel, side: str = "both", proximal: boo
     seg.timings["measure_and_nodes_s"] = time.perf_counter() - t
     measurements = {
         "input": name, "side": side, "region": "proximal" if proximal else "whole",
-        "proximal_definition_mm": anatomy.PROXIMAL_LENGTH_MM if proximal else None,
+        "proximal_definition_mm": anatomy.PROXIMAL_LENGTH_MM if proximal else None, "mirrored_pass": mirror,
         "sides": figures, "calibration": calibration.as_dict() if calibration else None,
         "warnings": seg.warnings, "timings_s": seg.timings, "runtime_s": time.perf_counter() - start,
         "peak_memory_mb": peak_memory_mb(), "model_sha256": model.card.get("sha256"),

@@ -1,7 +1,7 @@
 """Leave-one-case-out V-Net on the shared pelvis CTs, against both reference label sets.
 
     python Testing/Benchmarks/femur_cross_validation.py --data ../shared/data/hip_ct [--steps N] [--json FILE] [--models DIR]
-        [--held-out CASE ...] [--thresholds T ...] [--observer-steps N]
+        [--held-out CASE ...] [--thresholds T ...] [--observer-steps N] [--mirror]
 
 For each case: train on the other case's MIT-licensed whole-femur labels (yuta-hi label 2) plus the
 project's sample head CT as a femur-free negative (the shipped model's recipe), segment
@@ -12,7 +12,8 @@ the held-out CT, and compare per side with
 Each held-out CT is segmented twice, with the boundary snapped to the cortex (the shipped pipeline) and with the
 network's own boundary. With ``--observer-steps N`` each fold model is also fine-tuned for N steps on the training
 CT's clinician contours (its MIT femur on the slices they leave out), a second observer in the clinicians' style,
-and scored against the held-out CT's clinician contours. Models trained here are never written to the repository.
+and scored against the held-out CT's clinician contours. With ``--mirror`` the shipped pipeline is also scored with
+the mirrored second pass (``femur-segment --mirror``). Models trained here are never written to the repository.
 """
 
 import argparse
@@ -153,6 +154,8 @@ def main() -> int:
     parser.add_argument("--observer-steps", type=int, default=0,
                         help="also fine-tune each fold model this many steps on the training CT's clinician contours "
                              "and score it against the held-out CT's (a second observer in their style)")
+    parser.add_argument("--mirror", action="store_true",
+                        help="also score the pipeline with the mirrored second pass (femur-segment --mirror)")
     args = parser.parse_args()
     if not all((args.data / f"{c}_ct.nrrd").is_file() for c in CASES):
         parser.error(f"{args.data} does not hold {', '.join(CASES)} (see ../shared/data/hip_ct)")
@@ -196,6 +199,11 @@ def main() -> int:
             labels, _ = labels_at(probability, ct, True, threshold)
             sweep = scores(labels, references, ct, held_out)
             results.setdefault("threshold_sweep", {}).setdefault(str(threshold), {})[held_out] = sweep
+        if args.mirror:
+            labels, warnings = labels_at(femur_probability(model, ct, {}, mirror=True), ct, True, THRESHOLD)
+            results["warnings"]["mirrored_" + held_out] = warnings
+            for key, value in scores(labels, references, ct, held_out).items():
+                results.setdefault("mirrored_" + key, {})[held_out] = value
         if args.observer_steps:
             print(f"fine-tuning on the clinician contours of {train_on} for {args.observer_steps} steps", flush=True)
             training = [prepare_case(f"{c} (clinician style)", cts[c], clinician_style(manual[c], mit[c], cts[c]))
@@ -212,6 +220,10 @@ def main() -> int:
               results[prefix + "clinician_without_defect"])
         for key in ("mit_proximal", "clinician", "clinician_without_defect"):
             results[f"{prefix}{key}_summary"] = summarize(results[prefix + key])
+    if args.mirror:
+        for key in ("mit_proximal", "clinician", "clinician_without_defect"):
+            table(f"{key.replace('_', ' ')}, boundary snapped, with the mirrored second pass", results["mirrored_" + key])
+            results[f"mirrored_{key}_summary"] = summarize(results["mirrored_" + key])
     if args.thresholds:
         results["threshold_choice_by_other_fold"] = sweep_table(results["threshold_sweep"])
     if args.observer_steps:
