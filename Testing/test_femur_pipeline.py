@@ -123,6 +123,24 @@ def test_cli_evaluate_writes_the_table_keys(tmp_path):
     assert "volume_r2" in report
 
 
+def test_cli_train_in_bf16_writes_a_loadable_float32_model(tmp_path):
+    import torch
+
+    from FemurSegmentLib.network import SmallVNet
+
+    out = tmp_path / "model"
+    assert main(["train", "--images", str(SAMPLE_CT), "--labels", str(SAMPLE_FEMUR), "--negatives", str(HEAD_CT),
+                 "--out", str(out), "--steps", "3", "--seed", "4", "--bf16"]) == 0
+    model = FemurModel.load(out)
+    assert model.card["training"]["precision"] == "bfloat16 autocast" and model.card["training"]["steps"] == 3
+    assert np.isfinite(model.card["training"]["final_loss"]) and "--bf16" in model.card["command"]
+    torch.manual_seed(4)
+    start = SmallVNet(**model.card["architecture"]).state_dict()
+    trained = model.net.state_dict()
+    assert all(v.dtype == torch.float32 for v in trained.values() if v.is_floating_point())
+    assert any(not torch.equal(start[k], trained[k]) for k in start)
+
+
 def write(tmp_path, name, array, spacing=(2.0, 2.0, 3.0)):
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing[: array.ndim])

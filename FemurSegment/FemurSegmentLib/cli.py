@@ -72,7 +72,7 @@ def run_train(args) -> Path:
     cases = [prepare_case(Path(i).name, _read(i), _femur(_read(lab), args.label_value))
              for i, lab in zip(args.images, args.labels)]
     cases += [prepare_case(Path(n).name, _read(n), None) for n in args.negatives]
-    net, summary = train(cases, steps=args.steps, seed=args.seed)
+    net, summary = train(cases, steps=args.steps, seed=args.seed, bf16=args.bf16)
     card = {"name": "FemurSegment proximal-femur V-Net",
             "method": "Zhao et al.: V-Net with a Dice + L2 compound loss (see training.loss)",
             "data": {"images": [Path(i).name for i in args.images], "labels": [Path(lab).name for lab in args.labels],
@@ -138,6 +138,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     train.add_argument("--out", required=True, help="model folder to write")
     train.add_argument("--steps", type=int, default=1500)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--bf16", action="store_true",
+                       help="forward pass in bfloat16 autocast (float32 weights and loss): about 3x faster per step "
+                            "on CPUs with native bf16 (AVX512-BF16/AMX)")
     train.add_argument("--cross-validation-json", help="benchmark JSON to record in the model card")
 
     evaluate = argparse.ArgumentParser(prog="femur-segment evaluate")

@@ -91,9 +91,12 @@ def sample_patch(case: Case, rng: np.random.Generator, augment: bool = True, pos
 
 
 def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3, weight_decay: float = 1e-4,
-          seed: int = 0, network: dict | None = None, log=print, init: SmallVNet | None = None) -> tuple[SmallVNet, dict]:
+          seed: int = 0, network: dict | None = None, log=print, init: SmallVNet | None = None,
+          bf16: bool = False) -> tuple[SmallVNet, dict]:
     """Train a :class:`SmallVNet` on random augmented patches (a new one, or a copy of ``init``
-    to fine-tune, which stays unchanged); returns the network and a summary."""
+    to fine-tune, which stays unchanged); returns the network and a summary. ``bf16``: the
+    network's forward pass in bfloat16 autocast (float32 weights, softmax and loss; about 3x
+    faster per step on CPUs with native bf16, AVX512-BF16/AMX)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = SmallVNet(**(network or {})) if init is None else copy.deepcopy(init)
@@ -109,7 +112,9 @@ def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3,
         pairs = [sample_patch(cases[rng.choice(len(cases), p=chance)], rng) for _ in range(batch)]
         x = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
-        logits = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x)
+        logits = logits.float()
         loss = dice_loss(logits, y) + F.mse_loss(torch.softmax(logits, 1)[:, 1:], y.float())
         optimizer.zero_grad()
         loss.backward()
@@ -120,7 +125,7 @@ def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3,
             log(f"step {step + 1}/{steps}  Dice + L2 loss {np.mean(recent):.4f}  {time.perf_counter() - start:.0f} s")
     net.eval()
     summary = {"steps": steps, "batch": batch, "patch_kji": list(PATCH), "lr": lr, "weight_decay": weight_decay,
-               "seed": seed, "cases": {c.name: c.weight for c in cases}, "fine_tuned": init is not None,
+               "seed": seed, "precision": "bfloat16 autocast" if bf16 else "float32", "cases": {c.name: c.weight for c in cases}, "fine_tuned": init is not None,
                "loss": "Dice (femur) + L2 (probability), weight decay",
                "final_loss": float(np.mean(recent)), "seconds": time.perf_counter() - start}
     return net, summary

@@ -1,6 +1,7 @@
 """Leave-one-case-out V-Net on the shared pelvis CTs, against both reference label sets.
 
-    python Testing/Benchmarks/femur_cross_validation.py --data ../shared/data/hip_ct [--steps N] [--json FILE] [--models DIR]
+    python Testing/Benchmarks/femur_cross_validation.py --data ../shared/data/hip_ct [--steps N] [--seed S] [--bf16]
+        [--json FILE] [--models DIR]
         [--held-out CASE ...] [--thresholds T ...] [--observer-steps N] [--mirror]
 
 For each case: train on the other case's MIT-licensed whole-femur labels (yuta-hi label 2) plus the
@@ -139,13 +140,22 @@ def second_observer(model: FemurModel, training: list, steps: int, ct: sitk.Imag
     return out
 
 
+def same_recipe(card: dict, args) -> bool:
+    """Whether a kept fold model was trained with this run's steps, seed and precision."""
+    precision = "bfloat16 autocast" if args.bf16 else "float32"
+    return (card.get("steps"), card.get("seed"), card.get("precision", "float32")) == (args.steps, args.seed, precision)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="hip_ct folder")
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=1, help="training seed of the fold models")
+    parser.add_argument("--bf16", action="store_true", help="train the fold models in bfloat16 autocast (femur-segment "
+                        "train --bf16)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--models", type=Path, help="keep each fold's model here (never in the repository) and reuse "
-                        "one already there that was trained with the same --steps")
+                        "one already there that was trained with the same --steps, --seed and --bf16")
     parser.add_argument("--held-out", nargs="+", choices=CASES, default=list(CASES),
                         help="run only these folds (default: both)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[],
@@ -170,12 +180,13 @@ def main() -> int:
         train_on = [c for c in CASES if c != held_out]
         print(f"\n== held out {held_out}: training on {train_on} for {args.steps} steps", flush=True)
         kept = args.models / held_out if args.models else None
-        if kept and (kept / "model_card.json").exists() and FemurModel.load(kept).card.get("steps") == args.steps:
+        if kept and (kept / "model_card.json").exists() and same_recipe(FemurModel.load(kept).card, args):
             model = FemurModel.load(kept)  # this fold's model from an earlier run of the same recipe
             summary = {k: v for k, v in model.card.items() if k not in ("architecture", "sha256", "parameters")}
             print(f"reusing the fold model in {kept}", flush=True)
         else:
-            net, summary = train([prepared[c] for c in train_on] + [negative], steps=args.steps, seed=1)
+            net, summary = train([prepared[c] for c in train_on] + [negative], steps=args.steps, seed=args.seed,
+                                 bf16=args.bf16)
             model = FemurModel(net, {})
             if kept:
                 model.save(kept, {"trained_on": train_on, **summary})
