@@ -40,6 +40,10 @@ class Case:
     femur: np.ndarray
     weight: float = 1.0  # relative sampling frequency
 
+    def __post_init__(self):
+        self.femur_voxels = np.flatnonzero(self.femur)  # flat indices, drawn from for positive patches
+        self.femur_float = torch.from_numpy(self.femur.astype(np.float32))[None, None]  # for grid sampling
+
 
 def prepare_case(name: str, ct: sitk.Image, femur: sitk.Image | None) -> Case:
     """Resample a CT (HU) and its femur mask (nonzero = femur; None = a CT without femurs, e.g.
@@ -65,8 +69,8 @@ def _rotation(rng: np.random.Generator) -> np.ndarray:
 def sample_patch(case: Case, rng: np.random.Generator, augment: bool = True, positive: float = 0.7):
     """One (image, label) patch pair of ``PATCH`` voxels, as float32 / int64 arrays [k, j, i]."""
     shape = np.array(case.image.shape)
-    if rng.random() < positive and case.femur.any():
-        idx = np.flatnonzero(case.femur)
+    if rng.random() < positive and len(case.femur_voxels):
+        idx = case.femur_voxels
         centre = np.array(np.unravel_index(idx[rng.integers(len(idx))], shape), float)
     else:
         centre = rng.uniform(0, shape - 1)
@@ -81,7 +85,7 @@ def sample_patch(case: Case, rng: np.random.Generator, augment: bool = True, pos
     grid = torch.from_numpy((position[..., ::-1] / (shape[::-1] - 1) * 2 - 1).astype(np.float32))[None]
     image = F.grid_sample(torch.from_numpy(case.image)[None, None], grid, align_corners=True,
                           padding_mode="border")[0, 0].numpy()
-    label = F.grid_sample(torch.from_numpy(case.femur.astype(np.float32))[None, None], grid,
+    label = F.grid_sample(case.femur_float, grid,
                           align_corners=True)[0, 0].numpy() > 0.5
     if augment:
         if rng.random() < 0.5:
