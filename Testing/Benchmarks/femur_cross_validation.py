@@ -2,7 +2,7 @@
 
     python Testing/Benchmarks/femur_cross_validation.py --data ../shared/data/hip_ct [--steps N] [--seed S] [--bf16]
         [--json FILE] [--models DIR]
-        [--held-out CASE ...] [--thresholds T ...] [--observer-steps N] [--mirror]
+        [--held-out CASE ...] [--thresholds T ...] [--observer-steps N] [--mirror] [--ensemble DIR ...]
 
 For each case: train on the other case's MIT-licensed whole-femur labels (yuta-hi label 2) plus the
 project's sample head CT as a femur-free negative (the shipped model's recipe), segment
@@ -14,7 +14,9 @@ Each held-out CT is segmented twice, with the boundary snapped to the cortex (th
 network's own boundary. With ``--observer-steps N`` each fold model is also fine-tuned for N steps on the training
 CT's clinician contours (its MIT femur on the slices they leave out), a second observer in the clinicians' style,
 and scored against the held-out CT's clinician contours. With ``--mirror`` the shipped pipeline is also scored with
-the mirrored second pass (``femur-segment --mirror``). Models trained here are never written to the repository.
+the mirrored second pass (``femur-segment --mirror``); with ``--ensemble DIR ...``, on the mean probability of the fold
+model and those kept in other runs' ``--models`` folders (e.g. other seeds). Models trained here are never written to
+the repository.
 """
 
 import argparse
@@ -166,6 +168,9 @@ def main() -> int:
                              "and score it against the held-out CT's (a second observer in their style)")
     parser.add_argument("--mirror", action="store_true",
                         help="also score the pipeline with the mirrored second pass (femur-segment --mirror)")
+    parser.add_argument("--ensemble", type=Path, nargs="+", default=[],
+                        help="also score the mean probability of each fold's model and the fold models kept in these "
+                             "--models folders of other runs (DIR/CASE)")
     args = parser.parse_args()
     if not all((args.data / f"{c}_ct.nrrd").is_file() for c in CASES):
         parser.error(f"{args.data} does not hold {', '.join(CASES)} (see ../shared/data/hip_ct)")
@@ -210,11 +215,17 @@ def main() -> int:
             labels, _ = labels_at(probability, ct, True, threshold)
             sweep = scores(labels, references, ct, held_out)
             results.setdefault("threshold_sweep", {}).setdefault(str(threshold), {})[held_out] = sweep
+        extra = {}  # key prefix -> probability of a variant of the shipped pipeline
         if args.mirror:
-            labels, warnings = labels_at(femur_probability(model, ct, {}, mirror=True), ct, True, THRESHOLD)
-            results["warnings"]["mirrored_" + held_out] = warnings
+            extra["mirrored_"] = femur_probability(model, ct, {}, mirror=True)
+        if args.ensemble:
+            members = [probability] + [femur_probability(FemurModel.load(d / held_out), ct, {}) for d in args.ensemble]
+            extra["ensemble_"] = sum(members[1:], members[0]) / len(members)
+        for prefix, variant in extra.items():
+            labels, warnings = labels_at(variant, ct, True, THRESHOLD)
+            results["warnings"][prefix + held_out] = warnings
             for key, value in scores(labels, references, ct, held_out).items():
-                results.setdefault("mirrored_" + key, {})[held_out] = value
+                results.setdefault(prefix + key, {})[held_out] = value
         if args.observer_steps:
             print(f"fine-tuning on the clinician contours of {train_on} for {args.observer_steps} steps", flush=True)
             training = [prepare_case(f"{c} (clinician style)", cts[c], clinician_style(manual[c], mit[c], cts[c]))
@@ -231,10 +242,12 @@ def main() -> int:
               results[prefix + "clinician_without_defect"])
         for key in ("mit_proximal", "clinician", "clinician_without_defect"):
             results[f"{prefix}{key}_summary"] = summarize(results[prefix + key])
-    if args.mirror:
-        for key in ("mit_proximal", "clinician", "clinician_without_defect"):
-            table(f"{key.replace('_', ' ')}, boundary snapped, with the mirrored second pass", results["mirrored_" + key])
-            results[f"mirrored_{key}_summary"] = summarize(results["mirrored_" + key])
+    for prefix, what in (("mirrored_", "with the mirrored second pass"),
+                         ("ensemble_", f"the mean probability of {1 + len(args.ensemble)} fold models")):
+        if prefix + "mit_proximal" in results:
+            for key in ("mit_proximal", "clinician", "clinician_without_defect"):
+                table(f"{key.replace('_', ' ')}, boundary snapped, {what}", results[prefix + key])
+                results[f"{prefix}{key}_summary"] = summarize(results[prefix + key])
     if args.thresholds:
         results["threshold_choice_by_other_fold"] = sweep_table(results["threshold_sweep"])
     if args.observer_steps:
