@@ -129,7 +129,8 @@ def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3,
             log(f"step {step + 1}/{steps}  Dice + L2 loss {np.mean(recent):.4f}  {time.perf_counter() - start:.0f} s")
     net.eval()
     summary = {"steps": steps, "batch": batch, "patch_kji": list(PATCH), "lr": lr, "weight_decay": weight_decay,
-               "seed": seed, "precision": "bfloat16 autocast" if bf16 else "float32", "cases": {c.name: c.weight for c in cases}, "fine_tuned": init is not None,
+               "seed": seed, "precision": "bfloat16 autocast" if bf16 else "float32",
+               "cases": {c.name: c.weight for c in cases}, "fine_tuned": init is not None,
                "loss": "Dice (femur) + L2 (probability), weight decay",
                "final_loss": float(np.mean(recent)), "seconds": time.perf_counter() - start}
     return net, summary
