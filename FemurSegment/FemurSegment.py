@@ -42,6 +42,7 @@ class FemurSegmentParameterNode:
     side: Annotated[str, Choice(["both", "left", "right"])] = "both"
     proximalOnly: bool = True
     mirroredPass: bool = False  # also the left-right mirrored CT through the network (twice its time)
+    ensemble: bool = False  # the shipped two-model ensemble (the second model only around the femur)
     calibrationFile: Path  # QCT calibration JSON; empty (".") for none
 
 
@@ -110,7 +111,7 @@ class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 calibration = p.calibrationFile if str(p.calibrationFile) not in ("", ".") else None
                 try:
                     result = self.logic.process(p.inputVolume, p.side, p.proximalOnly, calibration, self._progress,
-                                                p.mirroredPass)
+                                                p.mirroredPass, p.ensemble)
                 except Cancelled:
                     self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
                     return
@@ -128,7 +129,7 @@ class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class FemurSegmentLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._model = None
+        self._models = {}
 
     def getParameterNode(self):
         return FemurSegmentParameterNode(super().getParameterNode())
@@ -142,17 +143,19 @@ class FemurSegmentLogic(ScriptedLoadableModuleLogic):
                 _("FemurSegment needs {packages}. Install now?").format(packages=", ".join(missing))):
             slicer.util.pip_install(missing)
 
-    def model(self):
-        if self._model is None:
+    def model(self, ensemble=False):
+        """The shipped model, or with ``ensemble`` the list of the shipped ensemble's models (loaded once)."""
+        if ensemble not in self._models:
             self.ensureDependencies()
-            from FemurSegmentLib.model import FemurModel
+            from FemurSegmentLib.model import SHIPPED_ENSEMBLE, FemurModel, load_models
 
-            self._model = FemurModel.load(SHIPPED_MODEL)
-        return self._model
+            self._models[ensemble] = load_models(SHIPPED_ENSEMBLE) if ensemble else FemurModel.load(SHIPPED_MODEL)
+        return self._models[ensemble]
 
-    def process(self, volume, side="both", proximal=True, calibration=None, progress=None, mirror=False):
+    def process(self, volume, side="both", proximal=True, calibration=None, progress=None, mirror=False,
+                ensemble=False):
         """New segmentation + table nodes for ``volume`` (a ``pipeline.Result``); the input node is not modified."""
-        model = self.model()
+        model = self.model(ensemble)
         from FemurSegmentLib import pipeline
 
         return pipeline.run(slicer.mrmlScene, volume, model, side, proximal, calibration, progress, mirror)

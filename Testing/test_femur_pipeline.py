@@ -112,6 +112,23 @@ def test_cli_writes_every_output_and_reloads(tmp_path):
     assert labels.GetMetaData("Segment0_Name") == "Left femur"
 
 
+def test_cli_ensemble_runs_both_shipped_models(tmp_path, capsys):
+    from FemurSegmentLib.model import SHIPPED_ENSEMBLE
+
+    single, both = tmp_path / "single", tmp_path / "both"
+    assert main([str(SAMPLE_CT), "--out", str(single)]) == 0
+    assert main([str(SAMPLE_CT), "--out", str(both), "--ensemble"]) == 0
+    one, two = (json.loads((d / "measurements.json").read_text()) for d in (single, both))
+    assert two["model_sha256"] == [FemurModel.load(f).card["sha256"] for f in SHIPPED_ENSEMBLE]
+    assert len(set(two["model_sha256"])) == 2 and one["model_sha256"] == two["model_sha256"][:1]
+    for side in anatomy.SIDES:  # the same femurs, not the same voxels
+        assert two[f"{side}_volume_cm3"] == pytest.approx(one[f"{side}_volume_cm3"], rel=0.1)
+        assert two[f"{side}_volume_cm3"] != one[f"{side}_volume_cm3"]
+    with pytest.raises(SystemExit):
+        main([str(SAMPLE_CT), "--out", str(tmp_path / "x"), "--ensemble", "--model", str(SHIPPED_ENSEMBLE[0])])
+    assert "not allowed with" in capsys.readouterr().err
+
+
 def test_cli_evaluate_writes_the_table_keys(tmp_path):
     report_path = tmp_path / "eval.json"
     assert main(["evaluate", "--images", str(SAMPLE_CT), "--labels", str(SAMPLE_FEMUR), "--label-value", "1",
@@ -139,6 +156,45 @@ def test_cli_train_in_bf16_writes_a_loadable_float32_model(tmp_path):
     trained = model.net.state_dict()
     assert all(v.dtype == torch.float32 for v in trained.values() if v.is_floating_point())
     assert any(not torch.equal(start[k], trained[k]) for k in start)
+
+
+def test_training_skips_a_step_with_non_finite_gradients_and_fails_when_they_persist(monkeypatch):
+    """A network whose forward pass is finite but whose gradients are NaN on chosen steps (what
+    bfloat16 backward passes did now and then on an AMD EPYC CPU)."""
+    import torch
+
+    from FemurSegmentLib import training
+
+    class NaNGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("nan")
+
+    bad, calls = set(), []
+    SMALL = {"channels": 2, "convs": (1, 1, 1)}
+
+    class Flaky(training.SmallVNet):
+        def forward(self, x):
+            calls.append(1)
+            out = super().forward(x)
+            return NaNGradient.apply(out) if len(calls) in bad else out
+
+    monkeypatch.setattr(training, "SmallVNet", Flaky)
+    femur = np.zeros((40, 80, 80), np.uint8)
+    femur[10:30, 30:50, 30:50] = 1
+    case = training.Case("c", np.random.default_rng(0).normal(0, 0.1, femur.shape).astype(np.float32) + femur, femur)
+    bad.add(2)  # 1 step in 11: within the 10 % allowed
+    net, summary = training.train([case], steps=11, batch=1, seed=0, log=None, network=SMALL)
+    assert summary["skipped_steps"] == 1
+    assert all(torch.isfinite(v).all() for v in net.state_dict().values() if v.is_floating_point())
+    calls.clear()
+    bad.update({1, 3})
+    with pytest.raises(RuntimeError, match="non-finite gradients in 3 of 11 steps"):
+        training.train([case], steps=11, batch=1, seed=0, log=None, network=SMALL)
 
 
 def write(tmp_path, name, array, spacing=(2.0, 2.0, 3.0)):

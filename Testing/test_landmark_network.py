@@ -101,6 +101,22 @@ def test_bf16_training_updates_float32_weights_and_records_its_precision():
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
 
 
+def test_an_update_with_non_finite_gradients_is_skipped_and_persistent_ones_fail():
+    from FluoroLandmarksLib.training import _check_skipped, _update
+
+    layer = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in layer.parameters()]
+    x = torch.tensor([[1.0, float("nan"), 0.0]])
+    assert _update(optimizer, layer(x).sum(), "t", 1, 10, {}, 0.0, print) is False
+    assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters()))
+    assert _update(optimizer, layer(torch.ones(1, 3)).sum(), "t", 1, 10, {}, 0.0, print) is True
+    assert not all(torch.equal(a, b) for a, b in zip(before, layer.parameters()))
+    _check_skipped(1, 10, "global")
+    with pytest.raises(RuntimeError, match="non-finite gradients in 2 of 10 steps"):
+        _check_skipped(2, 10, "global")
+
+
 @pytest.mark.parametrize("depth_weight", [10.0, 0.0])
 def test_the_depth_loss_can_be_left_out(depth_weight):
     from FluoroLandmarksLib.training import train_global

@@ -1,8 +1,10 @@
 """``femur-segment``: proximal-femur segmentation and measurement on CT/QCT.
 
-    femur-segment CT --out DIR [--side both|left|right] [--proximal | --whole] [--calibration FILE.json] [--mirror]
+    femur-segment CT --out DIR [--side both|left|right] [--proximal | --whole] [--calibration FILE.json]
+                  [--model M [M ...] | --ensemble] [--mirror]
     femur-segment train --images CT... --labels LABELS... [--label-value V] [--negatives CT...] --out MODEL_DIR
-    femur-segment evaluate [--model M] --images CT... --labels LABELS... [--label-value V] [--mirror] [--json FILE]
+    femur-segment evaluate [--model M [M ...] | --ensemble] --images CT... --labels LABELS... [--label-value V]
+                  [--mirror] [--json FILE]
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from .calibration import CalibrationError
-from .model import SHIPPED_MODEL, FemurModel
+from .model import SHIPPED_ENSEMBLE, SHIPPED_MODEL, FemurModel, load_models
 from .volumes import InputError
 
 
@@ -37,7 +39,7 @@ def run_segment(args) -> dict:
 
     from .pipeline import run, write_outputs
 
-    model = FemurModel.load(args.model)
+    model = load_models(args.model)
     app = HeadlessApplication()
     try:
         node = load_volume(app.app_logic, args.ct)
@@ -93,7 +95,7 @@ def run_evaluate(args) -> dict:
 
     if len(args.images) != len(args.labels):
         raise InputError("give one --labels file per --images file")
-    model = FemurModel.load(args.model)
+    model = load_models(args.model)
     per_case = {}
     for image_path, label_path in zip(args.images, args.labels):
         ct, reference = _read(image_path), _read(label_path)
@@ -128,7 +130,6 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                         help="proximal femur: apex to 100 mm below it (default)")
     region.add_argument("--whole", action="store_true", help="the whole femur in the field of view")
     seg.add_argument("--calibration", help="QCT calibration JSON (phantom rods and their mg/cm³ K2HPO4)")
-    seg.add_argument("--model", default=SHIPPED_MODEL, help="model folder (default: the shipped model)")
 
     train = argparse.ArgumentParser(prog="femur-segment train")
     train.add_argument("--images", nargs="+", required=True)
@@ -144,7 +145,6 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     train.add_argument("--cross-validation-json", help="benchmark JSON to record in the model card")
 
     evaluate = argparse.ArgumentParser(prog="femur-segment evaluate")
-    evaluate.add_argument("--model", default=SHIPPED_MODEL)
     evaluate.add_argument("--images", nargs="+", required=True)
     evaluate.add_argument("--labels", nargs="+", required=True)
     evaluate.add_argument("--label-value", type=int,
@@ -154,6 +154,13 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                           help="compare only on the axial slices each reference side covers")
     evaluate.add_argument("--json")
     for parser in (seg, evaluate):
+        models = parser.add_mutually_exclusive_group()
+        models.add_argument("--model", nargs="+", default=[SHIPPED_MODEL],
+                            help="model folder(s); several: their ensemble, the mean probability (default: the "
+                                 "shipped model)")
+        models.add_argument("--ensemble", dest="model", action="store_const", const=list(SHIPPED_ENSEMBLE),
+                            help="the shipped two-model ensemble (seeds 0 and 1; the second model runs only around "
+                                 "the first one's femur)")
         parser.add_argument("--mirror", action="store_true",
                             help="also run the network on the left-right mirrored CT and average the two "
                                  "(twice the network time)")

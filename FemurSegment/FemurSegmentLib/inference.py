@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -20,7 +20,7 @@ from monai.inferers import sliding_window_inference
 from . import anatomy
 from .boundary import close_notches, snap_to_cortex
 from .model import FemurModel
-from .volumes import InputError, body_box, check_ct, normalize, resample, working_grid
+from .volumes import WORK_SPACING, InputError, body_box, bounding_box, check_ct, normalize, resample, working_grid
 
 WINDOW = (48, 128, 128)  # [k, j, i] working-grid voxels per sliding window (72 x 192 x 192 mm)
 OVERLAP = 0.125
@@ -31,6 +31,7 @@ OVERLAP = 0.125
 THRESHOLD = 0.01
 CONFIDENT = 0.5  # the network's confident femur, the reference of the pelvis guard
 FALLBACK_THRESHOLDS = (0.05, 0.2, 0.5)  # tried in turn when the femur at THRESHOLD has joined the pelvis
+ENSEMBLE_MARGIN_MM = 30.0  # an ensemble's further members run this far around the first one's confident femur
 Progress = Callable[[float, str], bool]  # (fraction done, stage) -> False to cancel
 
 
@@ -47,28 +48,62 @@ class Segmentation:
     warnings: list[str] = field(default_factory=list)
 
 
-class _Predictor:
-    """The network per sliding window, reporting progress so that a cancel is honoured within
-    the network stage."""
+class _Windows:
+    """Runs a network per sliding window and counts the windows, reporting progress so that a
+    cancel is honoured within the network stage."""
 
-    def __init__(self, model: FemurModel, shape: tuple[int, ...], progress: Progress | None, passes: int = 1):
-        # channels-last 3D: oneDNN's faster layout for these 5x5x5 convolutions on CPU (same weights)
-        self.net, self.progress, self.done = model.net.to(memory_format=torch.channels_last_3d), progress, 0
+    def __init__(self, progress: Progress | None):
+        self.progress, self.done, self.total, self.reported = progress, 0, 0, 0.2
+
+    def expect(self, shape: tuple[int, ...], passes: int) -> None:
         steps = [max(1, int(w * (1 - OVERLAP))) for w in WINDOW]
-        self.total = passes * int(np.prod([max(0, -(-(n - w) // s)) + 1 for n, w, s in zip(shape, WINDOW, steps)]))
+        self.total += passes * int(np.prod([max(0, -(-(n - w) // s)) + 1 for n, w, s in zip(shape, WINDOW, steps)]))
 
-    def __call__(self, window: torch.Tensor) -> torch.Tensor:
-        if self.progress and self.progress(0.2 + 0.6 * min(self.done / self.total, 1.0), "network") is False:
-            raise Cancelled("cancelled")
-        self.done += len(window)
-        return self.net(window.contiguous(memory_format=torch.channels_last_3d)).contiguous()
+    def probability(self, model: FemurModel, x: torch.Tensor, mirror: bool) -> torch.Tensor:
+        """Femur probability [k, j, i] of ``model`` on ``x`` [1, 1, k, j, i]; with ``mirror`` the mean
+        with its pass on the left-right mirrored input (the working grid is LPS-aligned: i runs right
+        to left)."""
+        # channels-last 3D: oneDNN's faster layout for these 5x5x5 convolutions on CPU (same weights)
+        net = model.net.to(memory_format=torch.channels_last_3d)
+
+        def predictor(window: torch.Tensor) -> torch.Tensor:
+            self.reported = max(self.reported, 0.2 + 0.6 * min(self.done / max(self.total, 1), 1.0))
+            if self.progress and self.progress(self.reported, "network") is False:
+                raise Cancelled("cancelled")
+            self.done += len(window)
+            return net(window.contiguous(memory_format=torch.channels_last_3d)).contiguous()
+
+        def femur(image: torch.Tensor) -> torch.Tensor:
+            logits = sliding_window_inference(image, WINDOW, sw_batch_size=1, predictor=predictor, overlap=OVERLAP,
+                                              mode="gaussian")
+            return torch.softmax(logits, 1)[0, 1]
+
+        return (femur(x) + femur(x.flip(-1)).flip(-1)) / 2 if mirror else femur(x)
 
 
-def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress: Progress | None = None,
-                      mirror: bool = False) -> sitk.Image:
-    """Femur probability (float32, 0..1) on ``ct``'s grid. ``mirror``: the mean of the network's
-    probabilities on the CT and on its left-right mirror image (the training augmentation's
-    mirroring; twice the network time)."""
+def member_box(first: np.ndarray, spacing_mm=WORK_SPACING) -> tuple[slice, ...]:
+    """Where an ensemble's further members run: the box [k, j, i] of the first member's confident
+    femur (probability > CONFIDENT on the working grid, ``spacing_mm`` along x, y, z) grown by
+    ENSEMBLE_MARGIN_MM and to at least one window per axis; the whole array if it has none."""
+    confident = first > CONFIDENT
+    if not confident.any():
+        return tuple(slice(0, n) for n in first.shape)
+    box = bounding_box(confident, [int(np.ceil(ENSEMBLE_MARGIN_MM / s)) for s in spacing_mm[::-1]])
+    grown = []
+    for s, n, w in zip(box, first.shape, WINDOW):
+        length = max(s.stop - s.start, min(w, n))
+        start = min(max(0, s.start - (length - (s.stop - s.start)) // 2), n - length)
+        grown.append(slice(start, start + length))
+    return tuple(grown)
+
+
+def femur_probability(models: FemurModel | Sequence[FemurModel], ct: sitk.Image, timings: dict,
+                      progress: Progress | None = None, mirror: bool = False) -> sitk.Image:
+    """Femur probability (float32, 0..1) on ``ct``'s grid: the mean over ``models`` (an ensemble).
+    The first model runs over the whole body; each further one only inside :func:`member_box` and
+    counts as 0 outside it (far from any femur the first model saw). ``mirror``: every model also
+    on the left-right mirrored CT (the training augmentation's mirroring; twice the network time)."""
+    models = [models] if isinstance(models, FemurModel) else list(models)
     t = time.perf_counter()
     grid = working_grid(ct)
     hu = sitk.GetArrayFromImage(resample(ct, grid))
@@ -76,11 +111,17 @@ def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress
     x = torch.from_numpy(normalize(hu[box]))[None, None]
     timings["resample_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    predictor = _Predictor(model, x.shape[2:], progress, passes=2 if mirror else 1)
+    windows = _Windows(progress)
+    windows.expect(x.shape[2:], 2 if mirror else 1)
     with torch.inference_mode():
-        femur = _femur(x, predictor)
-        if mirror:  # the working grid is LPS-aligned: the last axis (i) runs right to left
-            femur = (femur + _femur(x.flip(-1), predictor).flip(-1)) / 2
+        femur = windows.probability(models[0], x, mirror)
+        if len(models) > 1:
+            region = member_box(femur.numpy())
+            windows.expect(x[(..., *region)].shape[2:], (2 if mirror else 1) * (len(models) - 1))
+            total = femur.clone()
+            for member in models[1:]:
+                total[region] += windows.probability(member, x[(..., *region)], mirror)
+            femur = total / len(models)
     femur = femur.numpy()
     timings["network_s"] = time.perf_counter() - t
     if progress and progress(0.8, "post-processing") is False:
@@ -95,12 +136,7 @@ def femur_probability(model: FemurModel, ct: sitk.Image, timings: dict, progress
     return out
 
 
-def _femur(x: torch.Tensor, predictor: "_Predictor") -> torch.Tensor:
-    logits = sliding_window_inference(x, WINDOW, sw_batch_size=1, predictor=predictor, overlap=OVERLAP, mode="gaussian")
-    return torch.softmax(logits, 1)[0, 1]
-
-
-def segment(model: FemurModel, ct: sitk.Image, side: str = "both", proximal: bool = True,
+def segment(model: FemurModel | Sequence[FemurModel], ct: sitk.Image, side: str = "both", proximal: bool = True,
             progress: Progress | None = None, snap: bool = True, threshold: float = THRESHOLD,
             mirror: bool = False) -> Segmentation:
     """Segment the femur(s) of ``ct`` (HU). Raises :class:`InputError` for unusable input or

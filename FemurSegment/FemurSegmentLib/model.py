@@ -17,6 +17,8 @@ from .network import SmallVNet
 
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model_card.json"
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "femur"
+# The shipped two-model ensemble (``femur-segment --ensemble``): the same recipe and data, seeds 0 and 1.
+SHIPPED_ENSEMBLE = (SHIPPED_MODEL, SHIPPED_MODEL.with_name("femur_seed1"))
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -56,6 +58,11 @@ class FemurModel:
         net.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         net.eval()
         return cls(net, card)
+
+
+def load_models(folders) -> list[FemurModel]:
+    """One :class:`FemurModel` per folder (an ensemble when several)."""
+    return [FemurModel.load(f) for f in folders]
 
 
 def model_available(folder: str | os.PathLike = SHIPPED_MODEL) -> bool:

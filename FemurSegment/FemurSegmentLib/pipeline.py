@@ -29,15 +29,17 @@ class Result:
     measurements: dict     # JSON-ready: per side figures, calibration, timings, warnings
 
 
-def run(scene, volume_node, model: FemurModel, side: str = "both", proximal: bool = True,
+def run(scene, volume_node, model: FemurModel | list[FemurModel], side: str = "both", proximal: bool = True,
         calibration_file: str | os.PathLike | None = None, progress: Progress | None = None,
         mirror: bool = False) -> Result:
     """Segment and measure the femurs of ``volume_node`` (HU) into new nodes; the input is not modified.
-    ``mirror``: also run the network on the left-right mirrored CT and average (twice the network time)."""
+    Several models: their ensemble (``inference.femur_probability``). ``mirror``: also run the network on
+    the left-right mirrored CT and average (twice the network time)."""
     start = time.perf_counter()
+    models = [model] if isinstance(model, FemurModel) else list(model)
     ct = mrml.image_from_node(volume_node)
     calibration = calibration_from_file(calibration_file, ct) if calibration_file else None
-    seg = segment(model, ct, side, proximal, progress, mirror=mirror)
+    seg = segment(models, ct, side, proximal, progress, mirror=mirror)
     t = time.perf_counter()
     figures = measure(sitk.GetArrayViewFromImage(ct), seg.labels, float(np.prod(ct.GetSpacing())), calibration)
     name = volume_node.GetName()
@@ -49,7 +51,7 @@ def run(scene, volume_node, model: FemurModel, side: str = "both", proximal: boo
         "proximal_definition_mm": anatomy.PROXIMAL_LENGTH_MM if proximal else None, "mirrored_pass": mirror,
         "sides": figures, "calibration": calibration.as_dict() if calibration else None,
         "warnings": seg.warnings, "timings_s": seg.timings, "runtime_s": time.perf_counter() - start,
-        "peak_memory_mb": peak_memory_mb(), "model_sha256": model.card.get("sha256"),
+        "peak_memory_mb": peak_memory_mb(), "model_sha256": [m.card.get("sha256") for m in models],
     }
     measurements.update({f"{s}_volume_cm3": f["volume_cm3"] for s, f in figures.items()})
     return Result(segmentation, table, measurements)

@@ -30,6 +30,7 @@ PATCH = (32, 64, 64)  # [k, j, i] voxels on the working grid = 96 mm cube
 
 
 NEGATIVE_WEIGHT = 0.25  # how often a femur-free CT is drawn, relative to a CT with femurs
+MAX_SKIPPED_SHARE = 0.1  # more steps with non-finite gradients than this share: training fails with an error
 
 
 @dataclass
@@ -100,7 +101,9 @@ def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3,
     """Train a :class:`SmallVNet` on random augmented patches (a new one, or a copy of ``init``
     to fine-tune, which stays unchanged); returns the network and a summary. ``bf16``: the
     network's forward pass in bfloat16 autocast (float32 weights, softmax and loss; about 3x
-    faster per step on CPUs with native bf16, AVX512-BF16/AMX)."""
+    faster per step on CPUs with native bf16, AVX512-BF16/AMX). A step whose gradients are not
+    finite is skipped and counted (``skipped_steps``): bfloat16 backward passes of the 5x5x5
+    convolutions gave NaN weight gradients now and then on an AMD EPYC CPU (README)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = SmallVNet(**(network or {})) if init is None else copy.deepcopy(init)
@@ -110,7 +113,7 @@ def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3,
         math.pi * min(s, steps) / steps))))
     dice_loss = DiceLoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
     net.train()
-    start, recent = time.perf_counter(), []
+    start, recent, skipped = time.perf_counter(), [], 0
     chance = np.array([c.weight for c in cases]) / sum(c.weight for c in cases)
     for step in range(steps):
         pairs = [sample_patch(cases[rng.choice(len(cases), p=chance)], rng) for _ in range(batch)]
@@ -122,13 +125,18 @@ def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3,
         loss = dice_loss(logits, y) + F.mse_loss(torch.softmax(logits, 1)[:, 1:], y.float())
         optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
+        if torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in net.parameters() if p.grad is not None])):
+            optimizer.step()
+        else:
+            skipped += 1
         schedule.step()
         recent = (recent + [loss.item()])[-50:]
         if log and (step + 1) % 50 == 0:
             log(f"step {step + 1}/{steps}  Dice + L2 loss {np.mean(recent):.4f}  {time.perf_counter() - start:.0f} s")
+    if skipped > MAX_SKIPPED_SHARE * steps:
+        raise RuntimeError(f"non-finite gradients in {skipped} of {steps} steps; train without --bf16 (float32)")
     net.eval()
-    summary = {"steps": steps, "batch": batch, "patch_kji": list(PATCH), "lr": lr, "weight_decay": weight_decay,
+    summary = {"steps": steps, "skipped_steps": skipped, "batch": batch, "patch_kji": list(PATCH), "lr": lr, "weight_decay": weight_decay,
                "seed": seed, "precision": "bfloat16 autocast" if bf16 else "float32",
                "cases": {c.name: c.weight for c in cases}, "fine_tuned": init is not None,
                "loss": "Dice (femur) + L2 (probability), weight decay",

@@ -50,13 +50,28 @@ def _schedule(optimizer, step: int, total: int, lr: float) -> None:
         group["lr"] = lr * factor
 
 
-def _update(optimizer, loss, name: str, step: int, steps: int, parts: dict, start: float, log) -> None:
+MAX_SKIPPED_SHARE = 0.1  # more steps with non-finite gradients than this share: training fails with an error
+
+
+def _update(optimizer, loss, name: str, step: int, steps: int, parts: dict, start: float, log) -> bool:
+    """One optimizer step; a step whose gradients are not finite is skipped (returns False): bfloat16
+    convolution backward passes gave NaN weight gradients now and then on an AMD EPYC CPU (README)."""
     optimizer.zero_grad()
     loss.backward()
-    optimizer.step()
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    finite = bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+    if finite:
+        optimizer.step()
     if step % 100 == 0 or step == steps - 1:
         log(f"{name} {step}/{steps} loss {float(loss.detach()):.3f} " + " ".join(f"{k} {v:.3f}" for k, v in parts.items())
             + f" ({time.perf_counter() - start:.0f} s)")
+    return finite
+
+
+def _check_skipped(skipped: int, steps: int, name: str) -> None:
+    if skipped > MAX_SKIPPED_SHARE * steps:
+        raise RuntimeError(f"{name} training: non-finite gradients in {skipped} of {steps} steps; "
+                           "train without --bf16 (float32)")
 
 
 def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: float = 3e-3, seed: int = 0,
@@ -74,7 +89,7 @@ def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: 
     depth = None  # depth labels exist for synthetic data only
     if "depth" in data and depth_weight > 0:
         depth = torch.from_numpy(depth_offset(data["depth"], data["sid_sod"][:, 1]).astype(np.float32))
-    start, n = time.perf_counter(), len(data["images"])
+    start, n, skipped = time.perf_counter(), len(data["images"]), 0
     net.train()
     for step in range(steps):
         idx = rng.integers(0, n, batch)
@@ -84,9 +99,10 @@ def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: 
         loss, parts = landmark_loss(out, net.stride, torch.from_numpy(data["uv"][idx]),
                                     None if depth is None else depth[idx], torch.from_numpy(data["in_image"][idx]),
                                     depth_weight=depth_weight)
-        _update(optimizer, loss, "global", step, steps, parts, start, log)
+        skipped += not _update(optimizer, loss, "global", step, steps, parts, start, log)
+    _check_skipped(skipped, steps, "global")
     net.eval()
-    return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start,
+    return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start, skipped_steps=skipped,
                      precision="bfloat16 autocast" if bf16 else "float32",
                      depth_weight=0.0 if depth is None else depth_weight)
 
@@ -99,7 +115,7 @@ def train_local(data: dict, n_landmarks: int, steps: int, batch: int = 8, lr: fl
     rng = np.random.default_rng(seed + 1)
     net = PatchFCNN(n_landmarks, **LOCAL_ARCHITECTURE)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    start, n = time.perf_counter(), len(data["images"])
+    start, n, skipped = time.perf_counter(), len(data["images"]), 0
     net.train()
     for step in range(steps):
         idx = rng.integers(0, n, batch)
@@ -115,6 +131,7 @@ def train_local(data: dict, n_landmarks: int, steps: int, batch: int = 8, lr: fl
         out = net(patches[keep])[torch.arange(len(keep)), landmark][:, None]  # (K, 1, 4, h, w)
         local_uv = (uv.reshape(-1, 2)[keep] - origin[keep])[:, None]
         loss, parts = landmark_loss(out, net.stride, local_uv, size=float(LOCAL_CROP))
-        _update(optimizer, loss, "local", step, steps, parts, start, log)
+        skipped += not _update(optimizer, loss, "local", step, steps, parts, start, log)
+    _check_skipped(skipped, steps, "local")
     net.eval()
-    return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start)
+    return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start, skipped_steps=skipped)
