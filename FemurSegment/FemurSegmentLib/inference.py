@@ -20,7 +20,7 @@ from monai.inferers import sliding_window_inference
 from . import anatomy
 from .boundary import close_notches, snap_to_cortex
 from .model import FemurModel
-from .volumes import WORK_SPACING, InputError, body_box, bounding_box, check_ct, normalize, resample, working_grid
+from .volumes import InputError, body_box, check_ct, normalize, resample, working_grid
 
 WINDOW = (48, 128, 128)  # [k, j, i] working-grid voxels per sliding window (72 x 192 x 192 mm)
 OVERLAP = 0.125
@@ -31,7 +31,6 @@ OVERLAP = 0.125
 THRESHOLD = 0.01
 CONFIDENT = 0.5  # the network's confident femur, the reference of the pelvis guard
 FALLBACK_THRESHOLDS = (0.05, 0.2, 0.5)  # tried in turn when the femur at THRESHOLD has joined the pelvis
-ENSEMBLE_MARGIN_MM = 30.0  # an ensemble's further members run this far around the first one's confident femur
 Progress = Callable[[float, str], bool]  # (fraction done, stage) -> False to cancel
 
 
@@ -52,12 +51,10 @@ class _Windows:
     """Runs a network per sliding window and counts the windows, reporting progress so that a
     cancel is honoured within the network stage."""
 
-    def __init__(self, progress: Progress | None):
-        self.progress, self.done, self.total, self.reported = progress, 0, 0, 0.2
-
-    def expect(self, shape: tuple[int, ...], passes: int) -> None:
+    def __init__(self, progress: Progress | None, shape: tuple[int, ...], passes: int):
+        self.progress, self.done = progress, 0
         steps = [max(1, int(w * (1 - OVERLAP))) for w in WINDOW]
-        self.total += passes * int(np.prod([max(0, -(-(n - w) // s)) + 1 for n, w, s in zip(shape, WINDOW, steps)]))
+        self.total = passes * int(np.prod([max(0, -(-(n - w) // s)) + 1 for n, w, s in zip(shape, WINDOW, steps)]))
 
     def probability(self, model: FemurModel, x: torch.Tensor, mirror: bool) -> torch.Tensor:
         """Femur probability [k, j, i] of ``model`` on ``x`` [1, 1, k, j, i]; with ``mirror`` the mean
@@ -67,8 +64,7 @@ class _Windows:
         net = model.net.to(memory_format=torch.channels_last_3d)
 
         def predictor(window: torch.Tensor) -> torch.Tensor:
-            self.reported = max(self.reported, 0.2 + 0.6 * min(self.done / max(self.total, 1), 1.0))
-            if self.progress and self.progress(self.reported, "network") is False:
+            if self.progress and self.progress(0.2 + 0.6 * min(self.done / self.total, 1.0), "network") is False:
                 raise Cancelled("cancelled")
             self.done += len(window)
             return net(window.contiguous(memory_format=torch.channels_last_3d)).contiguous()
@@ -81,28 +77,11 @@ class _Windows:
         return (femur(x) + femur(x.flip(-1)).flip(-1)) / 2 if mirror else femur(x)
 
 
-def member_box(first: np.ndarray, spacing_mm=WORK_SPACING) -> tuple[slice, ...]:
-    """Where an ensemble's further members run: the box [k, j, i] of the first member's confident
-    femur (probability > CONFIDENT on the working grid, ``spacing_mm`` along x, y, z) grown by
-    ENSEMBLE_MARGIN_MM and to at least one window per axis; the whole array if it has none."""
-    confident = first > CONFIDENT
-    if not confident.any():
-        return tuple(slice(0, n) for n in first.shape)
-    box = bounding_box(confident, [int(np.ceil(ENSEMBLE_MARGIN_MM / s)) for s in spacing_mm[::-1]])
-    grown = []
-    for s, n, w in zip(box, first.shape, WINDOW):
-        length = max(s.stop - s.start, min(w, n))
-        start = min(max(0, s.start - (length - (s.stop - s.start)) // 2), n - length)
-        grown.append(slice(start, start + length))
-    return tuple(grown)
-
-
 def femur_probability(models: FemurModel | Sequence[FemurModel], ct: sitk.Image, timings: dict,
                       progress: Progress | None = None, mirror: bool = False) -> sitk.Image:
-    """Femur probability (float32, 0..1) on ``ct``'s grid: the mean over ``models`` (an ensemble).
-    The first model runs over the whole body; each further one only inside :func:`member_box` and
-    counts as 0 outside it (far from any femur the first model saw). ``mirror``: every model also
-    on the left-right mirrored CT (the training augmentation's mirroring; twice the network time)."""
+    """Femur probability (float32, 0..1) on ``ct``'s grid: the mean over ``models`` (an ensemble;
+    each one runs over the whole body, the network time times their number). ``mirror``: every model
+    also on the left-right mirrored CT (the training augmentation's mirroring; twice the network time)."""
     models = [models] if isinstance(models, FemurModel) else list(models)
     t = time.perf_counter()
     grid = working_grid(ct)
@@ -111,17 +90,9 @@ def femur_probability(models: FemurModel | Sequence[FemurModel], ct: sitk.Image,
     x = torch.from_numpy(normalize(hu[box]))[None, None]
     timings["resample_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    windows = _Windows(progress)
-    windows.expect(x.shape[2:], 2 if mirror else 1)
+    windows = _Windows(progress, x.shape[2:], (2 if mirror else 1) * len(models))
     with torch.inference_mode():
-        femur = windows.probability(models[0], x, mirror)
-        if len(models) > 1:
-            region = member_box(femur.numpy())
-            windows.expect(x[(..., *region)].shape[2:], (2 if mirror else 1) * (len(models) - 1))
-            total = femur.clone()
-            for member in models[1:]:
-                total[region] += windows.probability(member, x[(..., *region)], mirror)
-            femur = total / len(models)
+        femur = sum(windows.probability(m, x, mirror) for m in models) / len(models)
     femur = femur.numpy()
     timings["network_s"] = time.perf_counter() - t
     if progress and progress(0.8, "post-processing") is False:
