@@ -42,7 +42,7 @@ class FemurSegmentParameterNode:
     side: Annotated[str, Choice(["both", "left", "right"])] = "both"
     proximalOnly: bool = True
     mirroredPass: bool = False  # also the left-right mirrored CT through the network (twice its time)
-    ensemble: bool = False  # the shipped two-model ensemble (the second model only around the femur)
+    ensemble: bool = False  # the shipped two-model ensemble (twice the network time)
     calibrationFile: Path  # QCT calibration JSON; empty (".") for none
 
 

@@ -159,8 +159,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
                             help="model folder(s); several: their ensemble, the mean probability (default: the "
                                  "shipped model)")
         models.add_argument("--ensemble", dest="model", action="store_const", const=list(SHIPPED_ENSEMBLE),
-                            help="the shipped two-model ensemble (seeds 0 and 1; the second model runs only around "
-                                 "the first one's femur)")
+                            help="the shipped two-model ensemble (seeds 0 and 1; twice the network time)")
         parser.add_argument("--mirror", action="store_true",
                             help="also run the network on the left-right mirrored CT and average the two "
                                  "(twice the network time)")

@@ -14,10 +14,9 @@ Each held-out CT is segmented twice, with the boundary snapped to the cortex (th
 network's own boundary. With ``--observer-steps N`` each fold model is also fine-tuned for N steps on the training
 CT's clinician contours (its MIT femur on the slices they leave out), a second observer in the clinicians' style,
 and scored against the held-out CT's clinician contours. With ``--mirror`` the shipped pipeline is also scored with
-the mirrored second pass (``femur-segment --mirror``); with ``--ensemble DIR ...``, on the ensemble of the fold
-model and those kept in other runs' ``--models`` folders (e.g. other seeds), as the pipeline runs it (the further
-members only around the first one's femur, ``femur-segment --model A B``) and as the mean of every member over the
-whole CT. Models trained here are never written to the repository.
+the mirrored second pass (``femur-segment --mirror``); with ``--ensemble DIR ...``, on the mean probability of the fold
+model and those kept in other runs' ``--models`` folders (e.g. other seeds), the ensemble ``femur-segment --model A B``
+takes. Models trained here are never written to the repository.
 """
 
 import argparse
@@ -220,10 +219,8 @@ def main() -> int:
         if args.mirror:
             extra["mirrored_"] = femur_probability(model, ct, {}, mirror=True)
         if args.ensemble:
-            others = [FemurModel.load(d / held_out) for d in args.ensemble]
-            extra["ensemble_"] = femur_probability([model, *others], ct, {})  # the pipeline's (femur-segment --model)
-            members = [probability] + [femur_probability(m, ct, {}) for m in others]
-            extra["ensemble_full_"] = sum(members[1:], members[0]) / len(members)  # every member over the whole CT
+            members = [probability] + [femur_probability(FemurModel.load(d / held_out), ct, {}) for d in args.ensemble]
+            extra["ensemble_"] = sum(members[1:], members[0]) / len(members)
         for prefix, variant in extra.items():
             labels, warnings = labels_at(variant, ct, True, THRESHOLD)
             results["warnings"][prefix + held_out] = warnings
@@ -246,9 +243,7 @@ def main() -> int:
         for key in ("mit_proximal", "clinician", "clinician_without_defect"):
             results[f"{prefix}{key}_summary"] = summarize(results[prefix + key])
     for prefix, what in (("mirrored_", "with the mirrored second pass"),
-                         ("ensemble_", f"the ensemble of {1 + len(args.ensemble)} fold models (the pipeline's)"),
-                         ("ensemble_full_", f"the mean probability of {1 + len(args.ensemble)} fold models, each over "
-                                            "the whole CT")):
+                         ("ensemble_", f"the mean probability of {1 + len(args.ensemble)} fold models")):
         if prefix + "mit_proximal" in results:
             for key in ("mit_proximal", "clinician", "clinician_without_defect"):
                 table(f"{key.replace('_', ' ')}, boundary snapped, {what}", results[prefix + key])
