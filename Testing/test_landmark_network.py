@@ -112,9 +112,10 @@ def test_an_update_with_non_finite_gradients_is_skipped_and_persistent_ones_fail
     assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters()))
     assert _update(optimizer, layer(torch.ones(1, 3)).sum(), "t", 1, 10, {}, 0.0, print) is True
     assert not all(torch.equal(a, b) for a, b in zip(before, layer.parameters()))
-    _check_skipped(1, 10, "global")
-    with pytest.raises(RuntimeError, match="non-finite gradients in 2 of 10 steps"):
-        _check_skipped(2, 10, "global")
+    _check_skipped(1, 3, "global")  # one bad step is tolerated, also in a short run
+    _check_skipped(2, 20, "global")
+    with pytest.raises(RuntimeError, match="non-finite gradients in 3 of 20 steps"):
+        _check_skipped(3, 20, "global")
 
 
 @pytest.mark.parametrize("depth_weight", [10.0, 0.0])

@@ -30,7 +30,7 @@ PATCH = (32, 64, 64)  # [k, j, i] voxels on the working grid = 96 mm cube
 
 
 NEGATIVE_WEIGHT = 0.25  # how often a femur-free CT is drawn, relative to a CT with femurs
-MAX_SKIPPED_SHARE = 0.1  # more steps with non-finite gradients than this share: training fails with an error
+MAX_SKIPPED_SHARE = 0.1  # more steps with non-finite gradients than this share (and than one): training fails
 
 
 @dataclass
@@ -133,7 +133,7 @@ def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3,
         recent = (recent + [loss.item()])[-50:]
         if log and (step + 1) % 50 == 0:
             log(f"step {step + 1}/{steps}  Dice + L2 loss {np.mean(recent):.4f}  {time.perf_counter() - start:.0f} s")
-    if skipped > MAX_SKIPPED_SHARE * steps:
+    if skipped > max(1.0, MAX_SKIPPED_SHARE * steps):
         raise RuntimeError(f"non-finite gradients in {skipped} of {steps} steps; train without --bf16 (float32)")
     net.eval()
     summary = {"steps": steps, "skipped_steps": skipped, "batch": batch, "patch_kji": list(PATCH), "lr": lr, "weight_decay": weight_decay,

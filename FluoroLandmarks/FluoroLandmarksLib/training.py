@@ -50,7 +50,7 @@ def _schedule(optimizer, step: int, total: int, lr: float) -> None:
         group["lr"] = lr * factor
 
 
-MAX_SKIPPED_SHARE = 0.1  # more steps with non-finite gradients than this share: training fails with an error
+MAX_SKIPPED_SHARE = 0.1  # more steps with non-finite gradients than this share (and than one): training fails
 
 
 def _update(optimizer, loss, name: str, step: int, steps: int, parts: dict, start: float, log) -> bool:
@@ -69,7 +69,7 @@ def _update(optimizer, loss, name: str, step: int, steps: int, parts: dict, star
 
 
 def _check_skipped(skipped: int, steps: int, name: str) -> None:
-    if skipped > MAX_SKIPPED_SHARE * steps:
+    if skipped > max(1.0, MAX_SKIPPED_SHARE * steps):
         raise RuntimeError(f"{name} training: non-finite gradients in {skipped} of {steps} steps; "
                            "train without --bf16 (float32)")
 
