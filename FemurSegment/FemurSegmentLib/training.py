@@ -136,8 +136,8 @@ def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3,
     if skipped > max(1.0, MAX_SKIPPED_SHARE * steps):
         raise RuntimeError(f"non-finite gradients in {skipped} of {steps} steps; train without --bf16 (float32)")
     net.eval()
-    summary = {"steps": steps, "skipped_steps": skipped, "batch": batch, "patch_kji": list(PATCH), "lr": lr, "weight_decay": weight_decay,
-               "seed": seed, "precision": "bfloat16 autocast" if bf16 else "float32",
+    summary = {"steps": steps, "skipped_steps": skipped, "batch": batch, "patch_kji": list(PATCH), "lr": lr,
+               "weight_decay": weight_decay, "seed": seed, "precision": "bfloat16 autocast" if bf16 else "float32",
                "cases": {c.name: c.weight for c in cases}, "fine_tuned": init is not None,
                "loss": "Dice (femur) + L2 (probability), weight decay",
                "final_loss": float(np.mean(recent)), "seconds": time.perf_counter() - start}

@@ -46,7 +46,7 @@ def main() -> int:
             reader.SetFileName(str(ct))
             reader.ReadImageInformation()
             name = ct.name + variant
-            rows[name] = {"size": list(reader.GetSize()), "runtime_s": m["runtime_s"],
+            rows[name] = {"variant": variant, "size": list(reader.GetSize()), "runtime_s": m["runtime_s"],
                           "peak_memory_mb": m["peak_memory_mb"], "timings_s": m["timings_s"], "process_wall_s": wall,
                           "volumes_cm3": {s: m[f"{s}_volume_cm3"] for s in m["sides"]}}
             r = rows[name]
@@ -57,7 +57,7 @@ def main() -> int:
                                                    "single model's time"), flush=True)
     summary = {"cases": rows}
     for variant in variants:
-        runs = [r for name, r in rows.items() if name.endswith(variant) and (variant or "--" not in name)]
+        runs = [r for r in rows.values() if r["variant"] == variant]
         key = variant.strip(" -") + "_" if variant else ""
         summary[f"{key}max_runtime_s"] = max(r["runtime_s"] for r in runs)
         summary[f"{key}max_peak_memory_mb"] = max(r["peak_memory_mb"] for r in runs)
