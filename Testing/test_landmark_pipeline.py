@@ -143,6 +143,28 @@ def test_a_bf16_trained_model_infers_in_bf16_where_the_cpu_has_it(tiny_model, tm
         assert not np.array_equal(as_trained, in_float32)  # but run in bf16
 
 
+def test_cli_train_that_fails_is_a_clear_error_and_writes_no_model(tiny_model, tmp_path, capsys, monkeypatch):
+    from FluoroLandmarksLib import training
+
+    class NaNGradient(torch.autograd.Function):  # a finite loss with NaN gradients, as bf16 backward passes gave
+        @staticmethod
+        def forward(ctx, x):
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("nan")
+
+    loss = training.landmark_loss
+    monkeypatch.setattr(training, "landmark_loss", lambda *a, **k: (NaNGradient.apply(loss(*a, **k)[0]), {}))
+    out = tmp_path / "failed"
+    assert cli.main(["train", "--data", str(tiny_model / "train"), "--out", str(out), "--global-steps", "3",
+                     "--local-steps", "0", "--batch", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fluoro-landmarks: error: global training: non-finite gradients in 3 of 3 steps")
+    assert "Traceback" not in err and not out.exists()
+
+
 def test_training_can_densify_a_models_output(tiny_model, tmp_path):
     assert cli.main(["train", "--data", str(tiny_model / "train"), "--out", str(tmp_path / "dense"), "--init",
                      str(tiny_model / "model"), "--atrous", "1", "--global-steps", "1", "--local-steps", "0",

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from .calibration import CalibrationError
 from .model import SHIPPED_ENSEMBLE, SHIPPED_MODEL, FemurModel, load_models
+from .training import TrainingError
 from .volumes import InputError
 
 
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         {"segment": run_segment, "train": run_train, "evaluate": run_evaluate}[command](args)
-    except (InputError, CalibrationError, FileNotFoundError, ValueError) as error:
+    except (InputError, CalibrationError, FileNotFoundError, ValueError, TrainingError) as error:
         print(f"femur-segment: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -33,6 +33,10 @@ NEGATIVE_WEIGHT = 0.25  # how often a femur-free CT is drawn, relative to a CT w
 MAX_SKIPPED_SHARE = 0.1  # more steps with non-finite gradients than this share (and than one): training fails
 
 
+class TrainingError(RuntimeError):
+    """Training could not produce a model (no model is written)."""
+
+
 @dataclass
 class Case:
     """One CT on the working grid, cropped to the body: normalized intensities and femur mask [k, j, i]."""
@@ -134,7 +138,7 @@ def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3,
         if log and (step + 1) % 50 == 0:
             log(f"step {step + 1}/{steps}  Dice + L2 loss {np.mean(recent):.4f}  {time.perf_counter() - start:.0f} s")
     if skipped > max(1.0, MAX_SKIPPED_SHARE * steps):
-        raise RuntimeError(f"non-finite gradients in {skipped} of {steps} steps; train without --bf16 (float32)")
+        raise TrainingError(f"non-finite gradients in {skipped} of {steps} steps; train without --bf16 (float32)")
     net.eval()
     summary = {"steps": steps, "skipped_steps": skipped, "batch": batch, "patch_kji": list(PATCH), "lr": lr,
                "weight_decay": weight_decay, "seed": seed, "precision": "bfloat16 autocast" if bf16 else "float32",

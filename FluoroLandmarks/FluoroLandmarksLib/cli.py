@@ -15,6 +15,7 @@ from .geometry import Collimation
 from .inference import PADDINGS, REAL_IMAGE_BLUR_PX, SHIPPED_MODEL
 from .network import DEPTH_LOSS_WEIGHT
 from .synthesis import OUTPUT_KINDS, DRRParameters
+from .training import TrainingError
 
 
 def _views(primary: list[float], secondary: list[float]) -> tuple[tuple[float, float], ...]:
@@ -513,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, TrainingError) as error:
         print(f"fluoro-landmarks: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -53,6 +53,10 @@ def _schedule(optimizer, step: int, total: int, lr: float) -> None:
 MAX_SKIPPED_SHARE = 0.1  # more steps with non-finite gradients than this share (and than one): training fails
 
 
+class TrainingError(RuntimeError):
+    """Training could not produce a network (no model is written)."""
+
+
 def _update(optimizer, loss, name: str, step: int, steps: int, parts: dict, start: float, log) -> bool:
     """One optimizer step; a step whose gradients are not finite is skipped (returns False): bfloat16
     convolution backward passes gave NaN weight gradients now and then on an AMD EPYC CPU (README)."""
@@ -70,7 +74,7 @@ def _update(optimizer, loss, name: str, step: int, steps: int, parts: dict, star
 
 def _check_skipped(skipped: int, steps: int, name: str) -> None:
     if skipped > max(1.0, MAX_SKIPPED_SHARE * steps):
-        raise RuntimeError(f"{name} training: non-finite gradients in {skipped} of {steps} steps; "
+        raise TrainingError(f"{name} training: non-finite gradients in {skipped} of {steps} steps; "
                            "train without --bf16 (float32)")
 
 
