@@ -61,6 +61,47 @@ def test_dataset_does_not_depend_on_the_workers_and_a_larger_count_extends_a_sma
     assert not np.array_equal(one["images"][0], one["images"][2])  # shards differ: their own random streams
 
 
+def test_cephalogram_like_views_are_lateral_with_the_head_in_the_field():
+    from FluoroLandmarksLib.dataset import CEPHALOGRAM_VIEWS, random_geometry
+
+    rng = np.random.default_rng(3)
+    views = [random_geometry(rng, np.zeros(3), CEPHALOGRAM_VIEWS) for _ in range(200)]
+    primary = np.array([g.primary_deg for g in views])
+    assert np.all((np.abs(primary) >= 80) & (np.abs(primary) <= 100)) and (primary > 0).any() and (primary < 0).any()
+    assert all(abs(g.secondary_deg) <= 5 and 0.85 <= g.sod_mm / g.sid_mm <= 0.95 for g in views)
+    assert max(np.linalg.norm(g.isocenter_ras) for g in views) <= np.sqrt(20 ** 2 + 20 ** 2 + 10 ** 2) + 1e-6
+
+
+def test_cephalogram_look_shows_bone_bright_and_the_soft_tissue_above_the_air():
+    from FluoroLandmarksLib.dataset import appearance
+
+    line = np.zeros((256, 256), np.float32)  # air
+    line[40:216, 40:216] = 0.5  # soft tissue (25 mm of water)
+    line[100:156, 100:156] = 4.0  # bone
+    g = CArmGeometry((0.0, 0.0, 0.0), 90.0, 0.0, 1000.0, 900.0, (256, 256), (1.0, 1.0))
+    inverted = 0
+    for seed in range(20):
+        image = appearance(line, g, np.random.default_rng(seed), cephalogram=True).astype(float)
+        bone, soft, air = image[110:146, 110:146].mean(), image[50:80, 50:80].mean(), image[5:25, 5:25].mean()
+        assert bone > soft > air + 10, (seed, bone, soft, air)
+        fluoro = appearance(line, g, np.random.default_rng(seed)).astype(float)
+        inverted += fluoro[110:146, 110:146].mean() < fluoro[50:80, 50:80].mean()
+    assert 0 < inverted < 20  # the other look shows bone dark in some images
+
+
+def test_dataset_cephalogram_share_draws_lateral_views_and_is_checked(tmp_path, capsys):
+    def make(name, share):
+        return cli.main(["make-dataset", "--ct", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--count", "4",
+                         "--seed", "5", "--per-variant", "4", "--cephalogram-share", share, "--workers", "1",
+                         "--out", str(tmp_path / name)])
+
+    assert make("lateral", "1") == 0
+    meta, data = load_dataset(tmp_path / "lateral", keys=("angles",))
+    assert meta["cephalogram_share"] == 1.0 and np.all(np.abs(np.abs(data["angles"][:, 0]) - 90) <= 10)
+    assert make("bad", "1.5") == 2 and "cephalogram share must be within 0..1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_training_on_two_dataset_folders_uses_both(tiny_model, tmp_path):
     card = json.loads((tiny_model / "model" / "model_card.json").read_text())
     assert card["data"]["samples"] == 48 and card["data"]["seed"] == [1, 2]

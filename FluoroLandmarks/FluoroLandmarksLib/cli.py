@@ -82,7 +82,8 @@ def run_make_dataset(args) -> dict:
         raise ValueError(f"{args.landmarks} has no landmarks")
     meta = write_dataset(hu, ijk_to_ras, labels, points, args.count, args.seed, args.out, per_variant=args.per_variant,
                          vessel_probability=args.vessel_share, coarse=args.coarse, lower_head_mm=args.lower_head,
-                         workers=args.workers, progress=lambda m: print(m, end="\r", flush=True))
+                         workers=args.workers, cephalogram_share=args.cephalogram_share,
+                         progress=lambda m: print(m, end="\r", flush=True))
     print(f"\nwrote {meta['samples']} samples ({meta['shards']} head variants) to {args.out} in "
           f"{meta['seconds']:.1f} s: {meta['samples_per_second']:.1f} samples/s with {args.workers} worker(s)")
     return meta
@@ -414,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--lower-head", type=float, default=0.0, metavar="MM",
                       help="add MM of random synthetic mandible, lower teeth, cervical spine, airway and neck below "
                            "the CT's inferior edge (for a head CT that ends at the upper teeth, as the sample CT)")
+    make.add_argument("--cephalogram-share", type=float, default=0.0, metavar="F",
+                      help="share of the views drawn as lateral radiographs (cephalogram-like: lateral, head in the "
+                           "field, low magnification, high dose, bone bright) instead of from the whole C-arm range")
     make.add_argument("--workers", type=int, default=2,
                       help="processes drawing head variants (the output does not depend on it; default: 2 cores)")
     make.add_argument("--out", required=True, help="output folder")

@@ -50,6 +50,14 @@ class ViewRanges:
     depth_offset_mm: float = 10.0  # along the beam: the head is centred on the isocenter, as in isocentric work
     collimation_probability: float = 0.6
     collimation_fraction: tuple[float, float] = (0.45, 1.0)
+    either_side: bool = False  # the primary angle's sign drawn at random (lateral views from the left and right)
+
+
+# Cephalogram-like views (`make-dataset --cephalogram-share`): lateral (LAO or RAO 80-100 deg, within 5 deg of
+# the axial plane), the head mostly in the field, low magnification (SOD 85-95 % of SID, as a cephalostat's
+# long source distance gives) and a 185-320 mm field at the head (0.85-1.3 mm detector pixels at 256 px).
+CEPHALOGRAM_VIEWS = ViewRanges(primary_deg=(80.0, 100.0), secondary_deg=(-5.0, 5.0), sod_fraction=(0.85, 0.95),
+                               pixel_spacing_mm=(0.85, 1.3), table_offset_mm=20.0, either_side=True)
 
 
 def random_geometry(rng: np.random.Generator, centre_ras: np.ndarray, r: ViewRanges = ViewRanges(),
@@ -64,35 +72,46 @@ def random_geometry(rng: np.random.Generator, centre_ras: np.ndarray, r: ViewRan
             collimation = Collimation("rect", tuple(centre), tuple(frac * size))
         else:
             collimation = Collimation("circle", tuple(centre), radius_px=float(frac[0] * size / 2))
-    g = CArmGeometry(tuple(centre_ras), float(rng.uniform(*r.primary_deg)), float(rng.uniform(*r.secondary_deg)),
+    primary = float(rng.uniform(*r.primary_deg)) * (rng.choice((-1.0, 1.0)) if r.either_side else 1.0)
+    g = CArmGeometry(tuple(centre_ras), primary, float(rng.uniform(*r.secondary_deg)),
                      float(sid), float(sid * rng.uniform(*r.sod_fraction)), (size, size), (spacing, spacing), collimation)
     offset = (rng.uniform(-1, 1) * r.table_offset_mm * g.u_axis + rng.uniform(-1, 1) * r.table_offset_mm * g.v_axis
               + rng.uniform(-1, 1) * r.depth_offset_mm * g.beam_direction)
     return replace(g, isocenter_ras=tuple(float(x) for x in np.asarray(centre_ras) + offset))
 
 
-def appearance(line_integral: np.ndarray, g: CArmGeometry, rng: np.random.Generator) -> np.ndarray:
+def appearance(line_integral: np.ndarray, g: CArmGeometry, rng: np.random.Generator,
+               cephalogram: bool = False) -> np.ndarray:
     """uint8 image from line integrals: quantum noise, blur, in half of the images unsharp masking
-    (the edge enhancement of radiograph processing), window, gamma, inversion, noise."""
-    photons = float(np.exp(rng.uniform(np.log(300.0), np.log(3e4))))
+    (the edge enhancement of radiograph processing), window, gamma, inversion, noise. ``cephalogram``:
+    a radiograph's look: a high dose (3000-100 000 photons per pixel), unsharp masking over 8-40 px in
+    80 % of the images, dynamic range compression (0-50 % of a 16-48 px low-pass subtracted), a window
+    from the air up (soft tissue shown), gamma 0.7-1.2, bone bright, little additive noise."""
+    dose = (3e3, 1e5) if cephalogram else (300.0, 3e4)
+    photons = float(np.exp(rng.uniform(np.log(dose[0]), np.log(dose[1]))))
     img = torch.from_numpy(detector_image(line_integral, g, photons, rng))[None, None]
     sigma = rng.uniform(0.0, 1.2)
     if sigma > 0.3:
         img = gaussian_blur(img, sigma)
-    if rng.random() < 0.5:
-        img = img + rng.uniform(0.5, 2.0) * (img - gaussian_blur(img, rng.uniform(4.0, 16.0)))
+    if rng.random() < (0.8 if cephalogram else 0.5):
+        img = img + rng.uniform(0.5, 2.0) * (img - gaussian_blur(img, rng.uniform(*(8.0, 40.0) if cephalogram
+                                                                                 else (4.0, 16.0))))
+    head = img[0, 0].numpy() > 0.5  # window on the head, not the air around it
+    if cephalogram:  # dynamic range compression, as radiograph processing does: the cranium greyer
+        img = img - rng.uniform(0.0, 0.5) * gaussian_blur(img, rng.uniform(16.0, 48.0))
     img = img[0, 0].numpy()
     field = g.collimation.field(g.detector_size_px)
-    values = img[field] if field.any() else img.ravel()
-    body = values[values > 0.5]  # window on the head, not the air around it
-    body = body if body.size > 100 else values
+    inside = field if field.any() else np.ones_like(field)
+    body = img[inside & head]
+    body = body if body.size > 100 else img[inside]
     q_lo, lo_factor, q_hi = rng.uniform(0, 10), rng.uniform(0.5, 1.0), rng.uniform(98, 100)
     lo, hi = (float(q) for q in np.percentile(body, [q_lo, q_hi]))
-    lo *= lo_factor
-    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) ** rng.uniform(0.6, 1.5)
-    if rng.random() < 0.5:
+    # a radiograph shows the soft tissue down to the air: the window starts at the field's darkest 1 %
+    lo = float(np.percentile(img[inside], 1.0)) if cephalogram else lo * lo_factor
+    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) ** rng.uniform(*((0.7, 1.2) if cephalogram else (0.6, 1.5)))
+    if not cephalogram and rng.random() < 0.5:
         img = 1.0 - img  # fluoroscopy look: bone dark
-    img = img + rng.normal(0, rng.uniform(0, 0.04), img.shape)
+    img = img + rng.normal(0, rng.uniform(0, 0.01 if cephalogram else 0.04), img.shape)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -151,22 +170,28 @@ def _coarse_field(c: Collimation, factor: int, margin_px: float = 1.5) -> Collim
 
 def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], points_ras: np.ndarray, count: int,
                   seed: int, out: str | os.PathLike, per_variant: int = 64, vessel_probability: float = 0.3,
-                  coarse: int = 2, lower_head_mm: float = 0.0, workers: int = 1, progress=print) -> dict:
+                  coarse: int = 2, lower_head_mm: float = 0.0, workers: int = 1, cephalogram_share: float = 0.0,
+                  progress=print) -> dict:
     """Write ``count`` samples (``per_variant`` views of each random head variant) as shards in
     ``out``; returns the metadata incl. "samples_per_second". ``coarse``: the head variants are
     built on a grid and the rays traced on a detector that many times coarser (1 = full resolution).
     ``lower_head_mm`` > 0: each variant gets that much random synthetic mandible and neck below the
     CT's inferior edge (:mod:`.lower_head`; for a CT that ends at the upper teeth). Shard n draws
     from its own random stream (child n of ``seed``), so the output does not depend on ``workers``
-    (processes, one torch thread each) and a larger ``count`` extends a smaller one."""
+    (processes, one torch thread each) and a larger ``count`` extends a smaller one.
+    ``cephalogram_share``: the share of views drawn as lateral radiographs (CEPHALOGRAM_VIEWS and
+    :func:`appearance`'s radiograph look) instead of from the whole C-arm range."""
     if count < 1:
         raise ValueError("count must be >= 1")
+    if not 0.0 <= cephalogram_share <= 1.0:
+        raise ValueError(f"cephalogram share must be within 0..1, not {cephalogram_share}")
     if workers < 1:
         raise ValueError("workers must be >= 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lower_head = LowerHead.from_landmarks(list(labels), points_ras, lower_head_mm) if lower_head_mm > 0 else None
-    maker = _ShardMaker(HeadPopulation(hu, ijk_to_ras, points_ras, coarse, lower_head), vessel_probability, coarse)
+    maker = _ShardMaker(HeadPopulation(hu, ijk_to_ras, points_ras, coarse, lower_head), vessel_probability, coarse,
+                        cephalogram_share)
     sizes = [min(per_variant, count - first) for first in range(0, count, per_variant)]
     jobs = list(zip(sizes, np.random.SeedSequence(seed).spawn(len(sizes))))
     start, written = time.perf_counter(), 0
@@ -177,6 +202,7 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
             progress(f"{written}/{count} samples, {written / (time.perf_counter() - start):.1f} samples/s")
     seconds = time.perf_counter() - start
     meta = dict(labels=list(labels), image_size=IMAGE_SIZE, coarse=coarse, lower_head_mm=lower_head_mm,
+                cephalogram_share=cephalogram_share,
                 samples=written, seed=seed, seconds=seconds, samples_per_second=written / seconds,
                 shards=len(sizes), workers=workers)
     _save_atomic(out / "dataset.json", meta)
@@ -190,19 +216,23 @@ class _ShardMaker:
     population: HeadPopulation
     vessel_probability: float
     coarse: int
+    cephalogram_share: float = 0.0
 
     def __call__(self, job: tuple[int, np.random.SeedSequence]) -> dict:
         n, seed = job
         rng = np.random.default_rng(seed)
         variant = self.population.sample(rng, self.vessel_probability)
         renderer = DRRRenderer(hu_to_mu(variant.hu), variant.ijk_to_ras)
-        geometries = [random_geometry(rng, self.population.centre) for _ in range(n)]
+        # no draw without a share: the same seeds give the same sets as before the option existed
+        looks = rng.random(n) < self.cephalogram_share if self.cephalogram_share > 0 else np.zeros(n, bool)
+        geometries = [random_geometry(rng, self.population.centre, CEPHALOGRAM_VIEWS if c else ViewRanges())
+                      for c in looks]
         lines = render_coarse(renderer, geometries, self.coarse)
         arrays = _stacked_labels(geometries, variant.landmarks_ras)
         geo = [geometry_arrays(g) for g in geometries]
         arrays.update({key: np.stack([x[key] for x in geo]) for key in geo[0]})
         d = variant.deformation
-        arrays.update(images=np.stack([appearance(line, g, rng) for line, g in zip(lines, geometries)]),
+        arrays.update(images=np.stack([appearance(line, g, rng, c) for line, g, c in zip(lines, geometries, looks)]),
                       vessels=np.full(n, variant.vessels), def_matrix=d.matrix, def_centre=d.centre,
                       def_offset=d.offset, def_field=d.field, def_box=d.box)
         return arrays
