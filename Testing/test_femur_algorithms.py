@@ -381,3 +381,12 @@ def test_ensemble_is_the_mean_of_its_models_run_alone():
         p1, p2 = (sitk.GetArrayFromImage(femur_probability(m, ct, {}, mirror=mirror)) for m in (first, second))
         both = sitk.GetArrayFromImage(femur_probability([first, second], ct, {}, mirror=mirror))
         assert np.abs(p1 - p2).max() > 0.02 and np.allclose(both, (p1 + p2) / 2, atol=1e-6)
+
+
+def test_sliding_windows_span_the_bodys_cross_section_up_to_a_cap():
+    from FemurSegmentLib.inference import MAX_WINDOW_PX, WINDOW_SLICES, _Windows, window_for
+
+    assert window_for((137, 161, 267)) == (WINDOW_SLICES, 168, 272)  # rounded up to the V-Net's multiple of 8
+    assert window_for((20, 900, 300)) == (WINDOW_SLICES, MAX_WINDOW_PX, 304)
+    assert _Windows(None, (137, 161, 267), passes=2).total == 2 * 4  # 4 windows along k, one across
+    assert _Windows(None, (137, 900, 267), passes=1).total == 4 * 3
