@@ -309,6 +309,17 @@ def test_a_femur_joined_to_the_pelvis_falls_back_to_a_higher_threshold():
     sound.CopyInformation(ct)
     seg = labels_from_probability(sound, ct, proximal=False, snap=False, threshold=0.01)
     assert ((seg.labels > 0) == femur).all() and not seg.warnings
+    # A slab over the right femur only (i < 80: patient right, smaller LPS x): that side falls back, the
+    # left one keeps the shipped threshold and with it its 0.02 rim.
+    rim = (np.hypot(j - 50, i - 120) * 1.5 > 25) & (np.hypot(j - 50, i - 120) * 1.5 <= 30) & (k < 30)
+    hu[rim] = 400
+    ct = sitk.GetImageFromArray(hu)
+    ct.SetSpacing((1.5, 1.5, 3.0))
+    one = sitk.GetImageFromArray(np.where(femur, 0.9, np.where((pelvis & (i < 80)) | rim, 0.02, 0.0)).astype(np.float32))
+    one.CopyInformation(ct)
+    seg = labels_from_probability(one, ct, proximal=False, snap=False, threshold=0.01)
+    assert ((seg.labels == 2) == (femur & (i < 80))).all() and ((seg.labels == 1) == ((femur | rim) & (i >= 80))).all()
+    assert len(seg.warnings) == 1 and seg.warnings[0].startswith("the right femur at probability > 0.01")
 
 
 @pytest.mark.parametrize("flip", [False, True])

@@ -140,8 +140,8 @@ def labels_from_probability(probability: sitk.Image, ct: sitk.Image, side: str =
     """The post-processing of :func:`segment`: femur where ``probability`` (on ``ct``'s grid)
     exceeds ``threshold``, boundary snapped to the cortex, sides, proximal cut. When a requested
     side's femur reaches more than ``anatomy.MAX_RISE_MM`` above the network's confident femur
-    (probability > CONFIDENT) it has joined the pelvis: then both sides take the next of
-    FALLBACK_THRESHOLDS (with a warning)."""
+    (probability > CONFIDENT) it has joined the pelvis: then that side takes the next of
+    FALLBACK_THRESHOLDS (with a warning); the other side keeps its own."""
     timings = {} if timings is None else timings
     begin = time.perf_counter()
     wanted = anatomy.SIDES if side == "both" else (side,)
@@ -152,17 +152,24 @@ def labels_from_probability(probability: sitk.Image, ct: sitk.Image, side: str =
     confident = anatomy.split_sides(np.asarray(p[:, ::2, ::2]) > CONFIDENT, half_grid, mid)
     warnings: list[str] = []
     timings["boundary_s"] = 0.0
-    for t in (threshold, *[f for f in FALLBACK_THRESHOLDS if f > threshold]):
+    parts: dict[str, np.ndarray] = {}
+    thresholds = (threshold, *[f for f in FALLBACK_THRESHOLDS if f > threshold])
+    for t in thresholds:
         start = time.perf_counter()
         mask = snap_to_cortex(p > t, ct) if snap else p > t
         timings["boundary_s"] += time.perf_counter() - start
-        parts = anatomy.split_sides(mask, ct, mid)
-        rise = max([anatomy.top_mm(parts[n], ct) - anatomy.top_mm(confident[n], half_grid) for n in wanted
-                    if parts[n].any() and confident[n].any()], default=0.0)
-        if rise <= anatomy.MAX_RISE_MM:
+        candidates = anatomy.split_sides(mask, ct, mid)
+        rises = {n: anatomy.top_mm(candidates[n], ct) - anatomy.top_mm(confident[n], half_grid)
+                 for n in wanted if n not in parts and candidates[n].any() and confident[n].any()}
+        joined = {n for n, rise in rises.items() if rise > anatomy.MAX_RISE_MM} if t != thresholds[-1] else set()
+        for name in joined:
+            warnings.append(f"the {name} femur at probability > {t:g} reached {rises[name]:.0f} mm above the "
+                            "network's confident femur (joined to the pelvis); a higher threshold was used")
+        for name in [n for n in wanted if n not in parts and n not in joined]:
+            if candidates[name].any() or not joined:  # an empty side may lie in the other side's joined region
+                parts[name] = candidates[name]
+        if len(parts) == len(wanted):
             break
-        warnings.append(f"the femur at probability > {t:g} reached {rise:.0f} mm above the network's confident femur "
-                        "(joined to the pelvis); a higher threshold was used")
     voxel_cm3 = float(np.prod(ct.GetSpacing())) / 1000.0
     labels = np.zeros(mask.shape, np.uint8)
     found = []
