@@ -42,7 +42,7 @@ class FemurSegmentParameterNode:
     side: Annotated[str, Choice(["both", "left", "right"])] = "both"
     proximalOnly: bool = True
     mirroredPass: bool = False  # also the left-right mirrored CT through the network (twice its time)
-    ensemble: bool = True  # the shipped two-model ensemble (off: the seed-0 model alone, half the network time)
+    ensemble: bool = False  # the shipped two-model ensemble (twice the network time)
     calibrationFile: Path  # QCT calibration JSON; empty (".") for none
 
 
@@ -143,7 +143,7 @@ class FemurSegmentLogic(ScriptedLoadableModuleLogic):
                 _("FemurSegment needs {packages}. Install now?").format(packages=", ".join(missing))):
             slicer.util.pip_install(missing)
 
-    def model(self, ensemble=True):
+    def model(self, ensemble=False):
         """The shipped model, or with ``ensemble`` the list of the shipped ensemble's models (loaded once)."""
         if ensemble not in self._models:
             self.ensureDependencies()
@@ -153,7 +153,7 @@ class FemurSegmentLogic(ScriptedLoadableModuleLogic):
         return self._models[ensemble]
 
     def process(self, volume, side="both", proximal=True, calibration=None, progress=None, mirror=False,
-                ensemble=True):
+                ensemble=False):
         """New segmentation + table nodes for ``volume`` (a ``pipeline.Result``); the input node is not modified."""
         model = self.model(ensemble)
         from FemurSegmentLib import pipeline

@@ -1,9 +1,9 @@
 """``femur-segment``: proximal-femur segmentation and measurement on CT/QCT.
 
     femur-segment CT --out DIR [--side both|left|right] [--proximal | --whole] [--calibration FILE.json]
-                  [--model M [M ...] | --ensemble | --single] [--mirror]
+                  [--model M [M ...] | --ensemble] [--mirror]
     femur-segment train --images CT... --labels LABELS... [--label-value V] [--negatives CT...] --out MODEL_DIR
-    femur-segment evaluate [--model M [M ...] | --ensemble | --single] --images CT... --labels LABELS... [--label-value V]
+    femur-segment evaluate [--model M [M ...] | --ensemble] --images CT... --labels LABELS... [--label-value V]
                   [--mirror] [--json FILE]
 """
 
@@ -156,13 +156,11 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     evaluate.add_argument("--json")
     for parser in (seg, evaluate):
         models = parser.add_mutually_exclusive_group()
-        models.add_argument("--model", nargs="+", default=list(SHIPPED_ENSEMBLE),
+        models.add_argument("--model", nargs="+", default=[SHIPPED_MODEL],
                             help="model folder(s); several: their ensemble, the mean probability (default: the "
-                                 "shipped two-model ensemble)")
+                                 "shipped model)")
         models.add_argument("--ensemble", dest="model", action="store_const", const=list(SHIPPED_ENSEMBLE),
-                            help="the shipped two-model ensemble, seeds 0 and 1 (the default)")
-        models.add_argument("--single", dest="model", action="store_const", const=[SHIPPED_MODEL],
-                            help="the shipped seed-0 model alone (half the network time, less robust)")
+                            help="the shipped two-model ensemble (seeds 0 and 1; twice the network time)")
         parser.add_argument("--mirror", action="store_true",
                             help="also run the network on the left-right mirrored CT and average the two "
                                  "(twice the network time)")
