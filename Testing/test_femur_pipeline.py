@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import nan_gradient
 from FemurSegmentLib import anatomy, mrml
 from FemurSegmentLib.cli import main
 from FemurSegmentLib.model import FemurModel
@@ -164,20 +165,8 @@ def test_cli_train_in_bf16_writes_a_loadable_float32_model(tmp_path, capsys):
 
 def nan_gradients_on(monkeypatch, bad: set[int]) -> list:
     """Makes training's network give NaN gradients (a finite forward pass) on the forward calls
-    numbered in ``bad`` (1-based), what bfloat16 backward passes did now and then on an AMD EPYC CPU;
-    returns the list of calls so far (clear it to count again)."""
-    import torch
-
+    numbered in ``bad`` (1-based); returns the list of calls so far (clear it to count again)."""
     from FemurSegmentLib import training
-
-    class NaNGradient(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x.view_as(x)
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad * float("nan")
 
     calls = []
 
@@ -185,7 +174,7 @@ def nan_gradients_on(monkeypatch, bad: set[int]) -> list:
         def forward(self, x):
             calls.append(1)
             out = super().forward(x)
-            return NaNGradient.apply(out) if len(calls) in bad else out
+            return nan_gradient(out) if len(calls) in bad else out
 
     monkeypatch.setattr(training, "SmallVNet", Flaky)
     return calls

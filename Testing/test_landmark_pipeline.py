@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SAMPLE_CT, SAMPLE_LANDMARKS
+from conftest import SAMPLE_CT, SAMPLE_LANDMARKS, nan_gradient
 from FluoroLandmarksLib import cli, mrml, scenarios
 from FluoroLandmarksLib.dataset import load_dataset
 from FluoroLandmarksLib.detection import read_skull_template
@@ -187,17 +187,8 @@ def test_a_bf16_trained_model_infers_in_bf16_where_the_cpu_has_it(tiny_model, tm
 def test_cli_train_that_fails_is_a_clear_error_and_writes_no_model(tiny_model, tmp_path, capsys, monkeypatch):
     from FluoroLandmarksLib import training
 
-    class NaNGradient(torch.autograd.Function):  # a finite loss with NaN gradients, as bf16 backward passes gave
-        @staticmethod
-        def forward(ctx, x):
-            return x.view_as(x)
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad * float("nan")
-
     loss = training.landmark_loss
-    monkeypatch.setattr(training, "landmark_loss", lambda *a, **k: (NaNGradient.apply(loss(*a, **k)[0]), {}))
+    monkeypatch.setattr(training, "landmark_loss", lambda *a, **k: (nan_gradient(loss(*a, **k)[0]), {}))
     out = tmp_path / "failed"
     assert cli.main(["train", "--data", str(tiny_model / "train"), "--out", str(out), "--global-steps", "3",
                      "--local-steps", "0", "--batch", "4"]) == 2

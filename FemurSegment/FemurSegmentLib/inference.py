@@ -24,7 +24,7 @@ from .volumes import InputError, body_box, check_ct, normalize, resample, workin
 
 # Sliding windows of 48 working-grid slices (72 mm) spanning the body's whole cross-section (up to
 # MAX_WINDOW_PX = 576 mm, rounded up to the V-Net's multiple of 8): no seams across the body and
-# 2-3 times fewer voxels through the network than tiles of 128 x 128 (README).
+# 1.3-2.2 times fewer voxels through the network than tiles of 128 x 128 on the two pelvis CTs (README).
 WINDOW_SLICES, MAX_WINDOW_PX, NETWORK_MULTIPLE = 48, 384, 8
 OVERLAP = 0.125
 # Femur where the network's probability exceeds this. On unseen CTs the network's probability is
