@@ -42,7 +42,7 @@ class FemurSegmentParameterNode:
     side: Annotated[str, Choice(["both", "left", "right"])] = "both"
     proximalOnly: bool = True
     mirroredPass: bool = False  # also the left-right mirrored CT through the network (twice its time)
-    ensemble: bool = False  # the shipped two-model ensemble (twice the network time)
+    ensemble: bool = True  # the shipped two-model ensemble (twice the network time of one model)
     calibrationFile: Path  # QCT calibration JSON; empty (".") for none
 
 
@@ -119,7 +119,7 @@ class FemurSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 m = result.measurements
                 self.ui.statusLabel.text = " | ".join(
                     [f"{r['segment']}: {r['volume_cm3']:.1f} cm³" for r in m["sides"].values()] + m["warnings"]
-                    + [f"{m['runtime_s']:.1f} s"])
+                    + [f"{m['runtime_s']:.1f} s ({m['network_precision']})"])
                 self.ui.progressBar.value = 100
         finally:
             self.ui.cancelButton.enabled = False
@@ -143,7 +143,7 @@ class FemurSegmentLogic(ScriptedLoadableModuleLogic):
                 _("FemurSegment needs {packages}. Install now?").format(packages=", ".join(missing))):
             slicer.util.pip_install(missing)
 
-    def model(self, ensemble=False):
+    def model(self, ensemble=True):
         """The shipped model, or with ``ensemble`` the list of the shipped ensemble's models (loaded once)."""
         if ensemble not in self._models:
             self.ensureDependencies()
@@ -153,7 +153,7 @@ class FemurSegmentLogic(ScriptedLoadableModuleLogic):
         return self._models[ensemble]
 
     def process(self, volume, side="both", proximal=True, calibration=None, progress=None, mirror=False,
-                ensemble=False):
+                ensemble=True):
         """New segmentation + table nodes for ``volume`` (a ``pipeline.Result``); the input node is not modified."""
         model = self.model(ensemble)
         from FemurSegmentLib import pipeline

@@ -394,6 +394,30 @@ def test_ensemble_is_the_mean_of_its_models_run_alone():
         assert np.abs(p1 - p2).max() > 0.02 and np.allclose(both, (p1 + p2) / 2, atol=1e-6)
 
 
+def test_precision_auto_follows_the_cpu_and_bfloat16_stays_close_to_float32(monkeypatch):
+    """"auto" takes bfloat16 only where the CPU has it natively; a bfloat16 pass really runs in
+    bfloat16 (it differs from float32) yet returns float32 probabilities within 0.02 of them."""
+    from FemurSegmentLib import inference
+
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(inference, "native_bf16", lambda native=native: native)
+        assert inference.resolve_precision("auto") == expected
+        assert inference.resolve_precision("float32") == "float32"
+        assert inference.resolve_precision("bfloat16") == "bfloat16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        inference.resolve_precision("float16")
+    ct = ct_like((40, 60, 80))
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 2, 5, padding=2)
+    with torch.no_grad():
+        net.weight[1, 0, 2, 2, 2] += 3.0
+    model = FemurModel(net, {})
+    single, half = (inference.femur_probability(model, ct, {}, precision=p) for p in ("float32", "bfloat16"))
+    assert half.GetPixelID() == sitk.sitkFloat32
+    difference = np.abs(sitk.GetArrayFromImage(single) - sitk.GetArrayFromImage(half))
+    assert 1e-4 < difference.max() < 0.02
+
+
 def test_sliding_windows_span_the_bodys_cross_section_up_to_a_cap():
     from FemurSegmentLib.inference import MAX_WINDOW_PX, WINDOW_SLICES, _Windows, window_for
 

@@ -92,9 +92,10 @@ def test_cancel_is_honoured_inside_the_network_stage(model):
 
 def test_cli_writes_every_output_and_reloads(tmp_path):
     out = tmp_path / "run"
-    assert main([str(SAMPLE_CT), "--out", str(out), "--side", "left", "--mirror"]) == 0
+    assert main([str(SAMPLE_CT), "--out", str(out), "--side", "left", "--mirror", "--precision", "bfloat16"]) == 0
     m = json.loads((out / "measurements.json").read_text())
     assert set(m["sides"]) == {"left"} and m["runtime_s"] > 0 and m["peak_memory_mb"] > 0 and m["mirrored_pass"]
+    assert m["network_precision"] == "bfloat16"
     assert m["left_volume_cm3"] == m["sides"]["left"]["volume_cm3"]
     assert (out / "measurements.csv").read_text().splitlines()[0].startswith("side,segment,volume_cm3")
     from FluoroLandmarksLib.headless import HeadlessApplication
@@ -113,12 +114,12 @@ def test_cli_writes_every_output_and_reloads(tmp_path):
     assert labels.GetMetaData("Segment0_Name") == "Left femur"
 
 
-def test_cli_ensemble_runs_both_shipped_models(tmp_path, capsys):
+def test_cli_runs_the_shipped_ensemble_by_default_and_one_model_with_single(tmp_path, capsys):
     from FemurSegmentLib.model import SHIPPED_ENSEMBLE
 
     single, both = tmp_path / "single", tmp_path / "both"
-    assert main([str(SAMPLE_CT), "--out", str(single)]) == 0
-    assert main([str(SAMPLE_CT), "--out", str(both), "--ensemble"]) == 0
+    assert main([str(SAMPLE_CT), "--out", str(single), "--single"]) == 0
+    assert main([str(SAMPLE_CT), "--out", str(both)]) == 0
     one, two = (json.loads((d / "measurements.json").read_text()) for d in (single, both))
     assert two["model_sha256"] == [FemurModel.load(f).card["sha256"] for f in SHIPPED_ENSEMBLE]
     assert len(set(two["model_sha256"])) == 2 and one["model_sha256"] == two["model_sha256"][:1]
@@ -126,7 +127,7 @@ def test_cli_ensemble_runs_both_shipped_models(tmp_path, capsys):
         assert two[f"{side}_volume_cm3"] == pytest.approx(one[f"{side}_volume_cm3"], rel=0.1)
         assert two[f"{side}_volume_cm3"] != one[f"{side}_volume_cm3"]
     with pytest.raises(SystemExit):
-        main([str(SAMPLE_CT), "--out", str(tmp_path / "x"), "--ensemble", "--model", str(SHIPPED_ENSEMBLE[0])])
+        main([str(SAMPLE_CT), "--out", str(tmp_path / "x"), "--single", "--model", str(SHIPPED_ENSEMBLE[0])])
     assert "not allowed with" in capsys.readouterr().err
 
 

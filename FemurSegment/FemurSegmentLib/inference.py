@@ -34,6 +34,9 @@ OVERLAP = 0.125
 THRESHOLD = 0.01
 CONFIDENT = 0.5  # the network's confident femur, the reference of the pelvis guard
 FALLBACK_THRESHOLDS = (0.05, 0.2, 0.5)  # tried in turn when the femur at THRESHOLD has joined the pelvis
+# The V-Net's arithmetic. "auto": bfloat16 autocast on CPUs with native bf16 (AVX512-BF16/AMX: about
+# 1.8x faster, labels within Dice 0.999 of float32; README), float32 elsewhere (emulated bf16 is slower).
+PRECISIONS = ("auto", "float32", "bfloat16")
 Progress = Callable[[float, str], bool]  # (fraction done, stage) -> False to cancel
 
 
@@ -48,6 +51,21 @@ class Segmentation:
     sides: list[str]
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    precision: str = "float32"  # the network's arithmetic, see PRECISIONS
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16/AMX), as oneDNN reports it."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str) -> str:
+    """``precision`` (one of PRECISIONS) -> "float32" or "bfloat16" on this CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "auto":
+        return "bfloat16" if native_bf16() else "float32"
+    return precision
 
 
 def window_for(shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -77,7 +95,8 @@ class _Windows:
             if self.progress and self.progress(0.2 + 0.6 * min(self.done / self.total, 1.0), "network") is False:
                 raise Cancelled("cancelled")
             self.done += len(window)
-            return net(window.contiguous(memory_format=torch.channels_last_3d)).contiguous()
+            # float32 logits whatever the arithmetic: MONAI blends the windows in the predictor's dtype
+            return net(window.contiguous(memory_format=torch.channels_last_3d)).float().contiguous()
 
         def femur(image: torch.Tensor) -> torch.Tensor:
             logits = sliding_window_inference(image, self.window, sw_batch_size=1, predictor=predictor, overlap=OVERLAP,
@@ -88,10 +107,12 @@ class _Windows:
 
 
 def femur_probability(models: FemurModel | Sequence[FemurModel], ct: sitk.Image, timings: dict,
-                      progress: Progress | None = None, mirror: bool = False) -> sitk.Image:
+                      progress: Progress | None = None, mirror: bool = False,
+                      precision: str = "float32") -> sitk.Image:
     """Femur probability (float32, 0..1) on ``ct``'s grid: the mean over ``models`` (an ensemble;
     each one runs over the whole body, the network time times their number). ``mirror``: every model
-    also on the left-right mirrored CT (the training augmentation's mirroring; twice the network time)."""
+    also on the left-right mirrored CT (the training augmentation's mirroring; twice the network time).
+    ``precision``: "float32" or "bfloat16" (autocast; weights stay float32)."""
     models = [models] if isinstance(models, FemurModel) else list(models)
     t = time.perf_counter()
     grid = working_grid(ct)
@@ -101,7 +122,7 @@ def femur_probability(models: FemurModel | Sequence[FemurModel], ct: sitk.Image,
     timings["resample_s"] = time.perf_counter() - t
     t = time.perf_counter()
     windows = _Windows(progress, x.shape[2:], (2 if mirror else 1) * len(models))
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
         femur = sum(windows.probability(m, x, mirror) for m in models) / len(models)
     femur = femur.numpy()
     timings["network_s"] = time.perf_counter() - t
@@ -119,19 +140,22 @@ def femur_probability(models: FemurModel | Sequence[FemurModel], ct: sitk.Image,
 
 def segment(model: FemurModel | Sequence[FemurModel], ct: sitk.Image, side: str = "both", proximal: bool = True,
             progress: Progress | None = None, snap: bool = True, threshold: float = THRESHOLD,
-            mirror: bool = False) -> Segmentation:
+            mirror: bool = False, precision: str = "auto") -> Segmentation:
     """Segment the femur(s) of ``ct`` (HU). Raises :class:`InputError` for unusable input or
     when no requested femur is found, :class:`Cancelled` if ``progress`` returns False.
     ``snap`` False keeps the network's own boundary (benchmarks compare the two); ``mirror``: see
-    :func:`femur_probability`."""
+    :func:`femur_probability`; ``precision``: one of PRECISIONS."""
     if side not in ("both", *anatomy.SIDES):
         raise ValueError(f"side must be both, left or right, not {side!r}")
     timings: dict[str, float] = {}
     t = time.perf_counter()
     check_ct(ct)
+    precision = resolve_precision(precision)
     timings["check_s"] = time.perf_counter() - t
-    probability = femur_probability(model, ct, timings, progress, mirror)
-    return labels_from_probability(probability, ct, side, proximal, snap, threshold, timings)
+    probability = femur_probability(model, ct, timings, progress, mirror, precision)
+    result = labels_from_probability(probability, ct, side, proximal, snap, threshold, timings)
+    result.precision = precision
+    return result
 
 
 def labels_from_probability(probability: sitk.Image, ct: sitk.Image, side: str = "both", proximal: bool = True,

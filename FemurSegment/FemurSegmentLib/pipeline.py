@@ -31,15 +31,15 @@ class Result:
 
 def run(scene, volume_node, model: FemurModel | list[FemurModel], side: str = "both", proximal: bool = True,
         calibration_file: str | os.PathLike | None = None, progress: Progress | None = None,
-        mirror: bool = False) -> Result:
+        mirror: bool = False, precision: str = "auto") -> Result:
     """Segment and measure the femurs of ``volume_node`` (HU) into new nodes; the input is not modified.
     Several models: their ensemble (``inference.femur_probability``). ``mirror``: also run the network on
-    the left-right mirrored CT and average (twice the network time)."""
+    the left-right mirrored CT and average (twice the network time). ``precision``: ``inference.PRECISIONS``."""
     start = time.perf_counter()
     models = [model] if isinstance(model, FemurModel) else list(model)
     ct = mrml.image_from_node(volume_node)
     calibration = calibration_from_file(calibration_file, ct) if calibration_file else None
-    seg = segment(models, ct, side, proximal, progress, mirror=mirror)
+    seg = segment(models, ct, side, proximal, progress, mirror=mirror, precision=precision)
     t = time.perf_counter()
     figures = measure(sitk.GetArrayViewFromImage(ct), seg.labels, float(np.prod(ct.GetSpacing())), calibration)
     name = volume_node.GetName()
@@ -49,6 +49,7 @@ def run(scene, volume_node, model: FemurModel | list[FemurModel], side: str = "b
     measurements = {
         "input": name, "side": side, "region": "proximal" if proximal else "whole",
         "proximal_definition_mm": anatomy.PROXIMAL_LENGTH_MM if proximal else None, "mirrored_pass": mirror,
+        "network_precision": seg.precision,
         "sides": figures, "calibration": calibration.as_dict() if calibration else None,
         "warnings": seg.warnings, "timings_s": seg.timings, "runtime_s": time.perf_counter() - start,
         "peak_memory_mb": peak_memory_mb(), "model_sha256": [m.card.get("sha256") for m in models],
