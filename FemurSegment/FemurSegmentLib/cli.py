@@ -63,8 +63,9 @@ def run_segment(args) -> dict:
               f"(R² {c['r2']:.5f}, {len(c['rods'])} rods)")
     for warning in m["warnings"]:
         print(f"warning: {warning}")
-    print(f"runtime {m['runtime_s']:.1f} s, network in {m['network_precision']} (" + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in m["timings_s"].items())
-          + f"), peak memory {m['peak_memory_mb']:.0f} MB")
+    stages = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in m["timings_s"].items())
+    print(f"runtime {m['runtime_s']:.1f} s, network in {m['network_precision']} ({stages}), "
+          f"peak memory {m['peak_memory_mb']:.0f} MB")
     print("wrote " + ", ".join(str(p) for p in paths))
     return m
 

@@ -34,8 +34,8 @@ OVERLAP = 0.125
 THRESHOLD = 0.01
 CONFIDENT = 0.5  # the network's confident femur, the reference of the pelvis guard
 FALLBACK_THRESHOLDS = (0.05, 0.2, 0.5)  # tried in turn when the femur at THRESHOLD has joined the pelvis
-# The V-Net's arithmetic. "auto": bfloat16 autocast on CPUs with native bf16 (AVX512-BF16/AMX: about
-# 1.8x faster, labels within Dice 0.999 of float32; README), float32 elsewhere (emulated bf16 is slower).
+# The V-Net's arithmetic. "auto": bfloat16 autocast on CPUs with native bf16 (AVX512-BF16/AMX: the network
+# 1.5-1.8x faster, labels within Dice 0.998 of float32; README), float32 elsewhere (emulated bf16 is slower).
 PRECISIONS = ("auto", "float32", "bfloat16")
 Progress = Callable[[float, str], bool]  # (fraction done, stage) -> False to cancel
 
