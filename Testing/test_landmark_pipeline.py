@@ -278,6 +278,32 @@ def test_shape_model_command_rebuilds_it_and_keeps_the_networks(tiny_model, tmp_
         assert np.array_equal(a.numpy(), b.numpy())
 
 
+def test_average_command_writes_the_mean_of_the_models_networks(tiny_model, tmp_path, capsys):
+    """Two continuations of one model -> every float tensor of both networks is the mean of theirs, the
+    BatchNorm step counts and the shape model are the first's; other architectures are refused."""
+    second, other, mean = tmp_path / "second", tmp_path / "other", tmp_path / "mean"
+    assert cli.main(["train", "--data", str(tiny_model / "train"), "--out", str(second), "--init",
+                     str(tiny_model / "model"), "--global-steps", "2", "--local-steps", "2", "--batch", "4",
+                     "--seed", "5"]) == 0
+    assert cli.main(["average", "--models", str(tiny_model / "model"), str(second), "--out", str(mean)]) == 0
+    a, b, m = (LandmarkModel.load(f) for f in (tiny_model / "model", second, mean))
+    for net in ("global_net", "local_net"):
+        sa, sb, sm = (getattr(x, net).state_dict() for x in (a, b, m))
+        assert any(not torch.equal(sa[k], sb[k]) for k in sa if sa[k].is_floating_point())
+        for k in sa:
+            expected = (sa[k].double() + sb[k].double()) / 2 if sa[k].is_floating_point() else sa[k]
+            assert torch.allclose(sm[k].double(), expected.to(torch.float64), atol=1e-7), k
+    assert np.array_equal(m.shape.mean, a.shape.mean) and (mean / "skull_template.vtp").is_file()
+    card = json.loads((mean / "model_card.json").read_text())
+    assert [x["sha256"] for x in card["averaged_from"]] == [a.card["sha256"], b.card["sha256"]]
+    assert "metrics" not in card
+    assert cli.main(["train", "--data", str(tiny_model / "train"), "--out", str(other), "--global-steps", "1",
+                     "--local-steps", "1", "--batch", "4", "--atrous", "1"]) == 0
+    assert cli.main(["average", "--models", str(tiny_model / "model"), str(other), "--out", str(tmp_path / "x")]) == 2
+    assert "only networks of one architecture" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "weights.pt").exists()
+
+
 def test_detect_on_a_drr_writes_every_output_and_the_bundle_reloads(tiny_model, tmp_path, app):
     drr_dir = tmp_path / "drr"
     assert cli.main(["drr", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--primary-angle", "90",

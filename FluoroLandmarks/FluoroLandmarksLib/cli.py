@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -279,6 +280,40 @@ def run_shape_model(args) -> Path:
     return Path(args.model)
 
 
+def run_average(args) -> Path:
+    """A model whose networks are the element-wise mean of the given models' (:func:`network.averaged`);
+    shape model, skull template, fit settings and precision from the first model."""
+    import shutil
+
+    from .inference import LandmarkModel
+    from .network import averaged
+
+    models = [LandmarkModel.load(m) for m in args.models]
+    if len(models) < 2:
+        raise ValueError("give at least two models to average")
+    first = models[0]
+    if any(m.labels != first.labels for m in models):
+        raise ValueError("the models' landmarks differ")
+    if any((m.local_net is None) != (first.local_net is None) for m in models):
+        raise ValueError("either all models or none must have a local network")
+    global_net = averaged([m.global_net for m in models])
+    local_net = averaged([m.local_net for m in models]) if first.local_net is not None else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    template = Path(args.models[0]) / "skull_template.vtp"
+    tmp = out / ".skull_template.vtp.tmp"
+    shutil.copyfile(template, tmp)
+    os.replace(tmp, out / "skull_template.vtp")
+    card = {k: v for k, v in first.card.items() if k not in ("metrics", "sha256")}
+    card["averaged_from"] = [dict(model=str(path), sha256=m.card["sha256"], command=m.card.get("command"),
+                                  training=m.card.get("training")) for path, m in zip(args.models, models)]
+    card["command"] = "fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None
+    model = LandmarkModel(first.labels, global_net, local_net, {}, first.shape, first.local_landmarks, first.bf16)
+    model.save(out, card)
+    print(f"the mean of {len(models)} models written to {out}")
+    return out
+
+
 def _record_metrics(model, folder, report: dict, meta: dict, data_folder) -> None:
     """Write the headline figures of ``report`` into the model card (the weights are unchanged)."""
     card = dict(model.card)
@@ -473,6 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--model", required=True, help="model folder to update")
     shape.add_argument("--modes", type=int, default=24, help="principal modes kept")
     shape.set_defaults(func=run_shape_model)
+
+    average = sub.add_parser("average", help="a model whose networks are the element-wise mean of several models' "
+                                             "(same architecture, e.g. fine-tuned from one start)")
+    average.add_argument("--models", required=True, nargs="+", help="model folders; the first gives the shape model")
+    average.add_argument("--out", required=True, help="model folder to write")
+    average.set_defaults(func=run_average)
 
     det = sub.add_parser("detect", help="landmarks, 3D landmarks, skull and eye-lens exposure of one 2D frame")
     det.add_argument("image", help="2D image: NRRD, NIfTI, PNG, TIFF or DICOM (XA/RF tags give the geometry)")

@@ -86,6 +86,20 @@ def densified(net: PatchFCNN, atrous: int = 1) -> PatchFCNN:
     return dense
 
 
+def averaged(nets: list[PatchFCNN]) -> PatchFCNN:
+    """A network whose weights and BatchNorm statistics are the element-wise mean of ``nets``' (checkpoint
+    averaging: useful for networks fine-tuned from one start, which stay in one basin); integer buffers
+    (BatchNorm's step count) from the first. ``ValueError`` unless all share one architecture."""
+    if not nets or any(n.config != nets[0].config for n in nets):
+        raise ValueError("only networks of one architecture can be averaged")
+    states = [n.state_dict() for n in nets]
+    mean = {k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()}
+    out = PatchFCNN(**nets[0].config)
+    out.load_state_dict(mean)
+    return out.eval()
+
+
 def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     """(B, C, H, W) images blurred with a separable Gaussian of ``sigma`` px (edges replicated), as
     two products with 1-D blur matrices (the same cost for any ``sigma``)."""
