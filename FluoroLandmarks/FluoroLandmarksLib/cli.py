@@ -306,7 +306,8 @@ def run_average(args) -> Path:
     os.replace(tmp, out / "skull_template.vtp")
     card = {k: v for k, v in first.card.items() if k not in ("metrics", "sha256")}
     card["averaged_from"] = [dict(model=str(path), sha256=m.card["sha256"], command=m.card.get("command"),
-                                  training=m.card.get("training")) for path, m in zip(args.models, models)]
+                                  data=m.card.get("data"), training=m.card.get("training"))
+                             for path, m in zip(args.models, models)]
     card["command"] = "fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None
     model = LandmarkModel(first.labels, global_net, local_net, {}, first.shape, first.local_landmarks, first.bf16)
     model.save(out, card)
