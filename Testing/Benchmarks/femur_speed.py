@@ -51,8 +51,11 @@ def main() -> int:
     models = {"": ["--model", *map(str, args.model)] if args.model else []}
     if args.single:
         models[" --single"] = ["--single"]
-    variants = {f"{m}{'' if p == args.precision[0] else f' --precision {p}'}": (m, [*o, "--precision", p])
-                for m, o in models.items() for p in args.precision}
+    variants = {}  # name (the options beyond the default) -> (name of its models' first variant, options)
+    for m, o in models.items():
+        names = [m + ("" if p == "auto" else f" --precision {p}") for p in args.precision]
+        variants.update({n: (names[0], [*o, "--precision", p]) for n, p in zip(names, args.precision)})
+    first_variant = next(iter(variants))
     for ct in args.cts:
         labels, image = {}, sitk.ReadImage(str(ct))
         for variant, (base, options) in variants.items():
@@ -65,29 +68,26 @@ def main() -> int:
                     return done.returncode
                 m = json.loads((Path(out) / "measurements.json").read_text())
                 labels[variant] = side_masks(Path(out) / "segmentation.seg.nrrd", image)
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(ct))
-            reader.ReadImageInformation()
             name = ct.name + variant
-            rows[name] = {"variant": variant, "size": list(reader.GetSize()), "runtime_s": m["runtime_s"],
+            rows[name] = {"variant": variant, "size": list(image.GetSize()), "runtime_s": m["runtime_s"],
                           "peak_memory_mb": m["peak_memory_mb"], "timings_s": m["timings_s"], "process_wall_s": wall,
                           "network_precision": m["network_precision"],
                           "volumes_cm3": {s: m[f"{s}_volume_cm3"] for s in m["sides"]}}
             r = rows[name]
-            note = ""
+            note = "" if variant == first_variant else \
+                f"; {r['runtime_s'] / rows[ct.name + first_variant]['runtime_s']:.2f} x the first variant's time"
             if base != variant:  # another arithmetic: its labels against the first one's
                 first = rows[ct.name + base]
                 r["agreement_with_first"] = {
                     s: {"dice": dice(labels[variant][s], labels[base][s]),
                         "volume_difference_percent": 100 * (r["volumes_cm3"][s] / first["volumes_cm3"][s] - 1)}
                     for s in r["volumes_cm3"] if s in first["volumes_cm3"]}
-                note = "".join(f"; {s} Dice {a['dice']:.4f} and volume {a['volume_difference_percent']:+.2f} % "
+                note += "".join(f"; {s} Dice {a['dice']:.4f} and volume {a['volume_difference_percent']:+.2f} % "
                                f"against {first['network_precision']}" for s, a in r["agreement_with_first"].items())
             print(f"{name}: {'x'.join(map(str, r['size']))} voxels, {r['network_precision']}, {r['runtime_s']:.1f} s in "
                   f"the pipeline ({r['process_wall_s']:.1f} s for the whole process with imports, reading and writing), "
                   f"peak {r['peak_memory_mb']:.0f} MB (" + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in r["timings_s"].items())
-                  + ")" + ("" if not variant else f"; {r['runtime_s'] / rows[ct.name]['runtime_s']:.2f} x the first "
-                                                   "variant's time") + note, flush=True)
+                  + ")" + note, flush=True)
     summary = {"cases": rows}
     for variant in variants:
         runs = [r for r in rows.values() if r["variant"] == variant]
