@@ -8,8 +8,10 @@ import torch
 from FluoroLandmarksLib.dataset import labels_for, random_geometry, render_coarse
 from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu
 from FluoroLandmarksLib.inference import FramePreparation, to_network_frame
+from FluoroLandmarksLib.landmarks import mirror_permutation
 from FluoroLandmarksLib.metrics import landmark_report
-from FluoroLandmarksLib.network import (OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, densified, gaussian_blur,
+from FluoroLandmarksLib.network import (OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, aggregate_passes, densified,
+                                         gaussian_blur, mirrored,
                                          landmark_loss, patch_targets)
 from FluoroLandmarksLib.population import Deformation, HeadPopulation
 from FluoroLandmarksLib.shape import ThinPlateSpline, warp_template
@@ -163,6 +165,35 @@ def test_out_of_image_landmark_without_present_patch_is_still_estimated():
     est = aggregate(constructed_output(votes, logits), 16)
     assert torch.allclose(est["uv"][0, 0], target, atol=0.5)
     assert float(est["presence"][0, 0]) < 0.01
+
+
+def test_mirror_partners_swap_left_and_right_and_need_both_sides():
+    assert mirror_permutation(["eye_lens_right", "nasion", "eye_lens_left"]) == [2, 1, 0]
+    with pytest.raises(ValueError, match="eye_lens_left"):
+        mirror_permutation(["eye_lens_right", "nasion"])
+
+
+def test_a_mirrored_pass_is_read_back_in_the_image_frame_in_and_out_of_the_image():
+    # 3 landmarks (right, midline, left) in a 64x64 image; the right one is outside it
+    truth = torch.tensor([[-40.0, 20.0], [30.0, 50.0], [10.0, 5.0]])
+    partners = [2, 1, 0]
+    in_mirror = torch.stack([63.0 - truth[partners, 0], truth[partners, 1]], -1)  # where each label lies mirrored
+    logits = torch.randn(3, 16) * 3
+    out = torch.cat([constructed_output(in_mirror[n].expand(16, 2), logits[n]) for n in range(3)], 1)
+    back = mirrored(out, partners)
+    assert torch.allclose(aggregate(back, 16)["uv"][0], truth, atol=1e-4)
+    assert torch.allclose(aggregate(back, 16)["presence"][0], aggregate(out, 16)["presence"][0, partners])
+    assert torch.equal(mirrored(back, partners), out)  # mirroring twice is the identity
+
+
+def test_passes_vote_together_by_their_presence_odds():
+    one = constructed_output(torch.tensor([20.0, 30.0]).expand(16, 2), torch.zeros(16))
+    three = constructed_output(torch.tensor([40.0, 50.0]).expand(16, 2), torch.full((16,), float(np.log(3.0))))
+    est = aggregate_passes([one, three], 16)
+    assert torch.allclose(est["uv"][0, 0], torch.tensor([35.0, 45.0]), atol=1e-4)
+    assert torch.allclose(est["presence"], (aggregate(one, 16)["presence"] + aggregate(three, 16)["presence"]) / 2)
+    same = aggregate_passes([three, three], 16)
+    assert all(torch.allclose(same[k], aggregate(three, 16)[k]) for k in ("uv", "depth_offset", "presence"))
 
 
 def test_patch_targets_mark_the_containing_patch_only():

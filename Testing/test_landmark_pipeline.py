@@ -3,6 +3,7 @@ evaluate -> detect, the MRML outputs reloaded from the .mrb, and safe loading of
 
 import csv
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -15,6 +16,7 @@ from FluoroLandmarksLib.dataset import load_dataset
 from FluoroLandmarksLib.detection import read_skull_template
 from FluoroLandmarksLib.geometry import CArmGeometry
 from FluoroLandmarksLib.inference import SHIPPED_MODEL, LandmarkModel, predict_network_frame
+from FluoroLandmarksLib.landmarks import mirror_permutation
 from FluoroLandmarksLib.population import Deformation
 
 
@@ -226,6 +228,25 @@ def test_model_card_and_safe_loading(tiny_model, tmp_path):
     (tampered / "weights.pt").write_bytes(bytes(weights))
     with pytest.raises(ValueError, match="sha256"):
         LandmarkModel.load(tampered)
+
+
+def test_mirror_averaging_is_recorded_in_the_card_and_makes_the_estimates_mirror_symmetric(tiny_model, tmp_path):
+    folder = tmp_path / "mirror"
+    shutil.copytree(tiny_model / "model", folder)
+    assert cli.main(["evaluate", "--model", str(folder), "--data", str(tiny_model / "test"), "--mirror",
+                     "--update-card"]) == 0
+    model = LandmarkModel.load(folder)
+    assert model.mirror and model.card["mirror_averaging"] and not LandmarkModel.load(tiny_model / "model").mirror
+    model.local_net = None  # the local refinement reads the unmirrored crops only
+    _, data = load_dataset(tiny_model / "test", keys=("images",))
+    images = data["images"][:3]
+    partners = mirror_permutation(model.labels)
+    for mirror in (True, False):  # two passes voting together are exactly symmetric; one pass is not
+        model.mirror = mirror
+        p, q = predict_network_frame(model, images), predict_network_frame(model, images[:, :, ::-1].copy())
+        back = np.stack([images.shape[-1] - 1 - q["uv"][:, partners, 0], q["uv"][:, partners, 1]], -1)
+        assert np.allclose(back, p["uv"], atol=1e-3) == mirror
+        assert not mirror or np.allclose(q["confidence"][:, partners], p["confidence"], atol=1e-5)
 
 
 def test_local_refinement_only_for_the_landmarks_it_improved(tiny_model):

@@ -19,6 +19,9 @@ from .synthesis import OUTPUT_KINDS, DRRParameters
 from .training import TrainingError
 
 
+MIRROR_HELP = ("also read the frame mirrored left-right, both passes voting (default: as the model card's "
+               "mirror_averaging says)")
+
 def _views(primary: list[float], secondary: list[float]) -> tuple[tuple[float, float], ...]:
     if len(secondary) == 1:
         secondary = secondary * len(primary)
@@ -339,6 +342,8 @@ def run_evaluate(args) -> dict:
     model = LandmarkModel.load(args.model)
     if args.global_only:
         model.local_net = None
+    if args.mirror is not None:
+        model.mirror = args.mirror
     meta, data = load_dataset(args.data)
     vertices = mrml.polydata_points(read_skull_template(args.model))
     report = evaluate(model, meta, data, vertices, np.asarray(model.card["template_landmarks_ras"]))
@@ -386,6 +391,8 @@ def run_detect(args) -> list[Path]:
         name = Path(args.second_image).stem
         frames.append((second, second_geometry, name if name != frames[0][2] else f"{name} (second view)"))
     model = LandmarkModel.load(args.model)
+    if args.mirror is not None:
+        model.mirror = args.mirror
     app = HeadlessApplication()
     try:
         start = time.perf_counter()
@@ -501,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="also write the figures to this JSON file")
     evaluate.add_argument("--update-card", action="store_true", help="record the figures in the model card")
     evaluate.add_argument("--global-only", action="store_true", help="skip the local refinement (with --update-card: the model folder keeps only the global network)")
+    evaluate.add_argument("--mirror", action=argparse.BooleanOptionalAction, help=MIRROR_HELP)
     evaluate.set_defaults(func=run_evaluate)
 
     shape = sub.add_parser("shape-model", help="(re)build a model's landmark shape model from a dataset's 3D labels "
@@ -521,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--out", required=True)
     det.add_argument("--frame", type=int, default=0, help="frame of a multi-frame file (fluoroscopy run)")
     det.add_argument("--model", default=str(SHIPPED_MODEL))
+    det.add_argument("--mirror", action=argparse.BooleanOptionalAction, help=MIRROR_HELP)
     det.add_argument("--geometry", help="geometry.json (as written by the drr command); overrides the options")
     det.add_argument("--sid", type=float, default=1000.0, help="source-detector distance, mm")
     det.add_argument("--sod", type=float, default=750.0, help="source-isocenter distance, mm")

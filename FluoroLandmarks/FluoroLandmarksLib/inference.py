@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from .dataset import IMAGE_SIZE
 from .geometry import CArmGeometry
-from .network import DEPTH_UNIT_MM, PatchFCNN, aggregate, gaussian_blur
+from .landmarks import mirror_permutation
+from .network import DEPTH_UNIT_MM, PatchFCNN, aggregate, aggregate_passes, gaussian_blur, mirrored
 from .shape_model import CONFIDENCE_POWER, ShapeModel, View
 from .training import crops, normalize
 
@@ -46,6 +47,7 @@ class LandmarkModel:
     shape: ShapeModel | None = None
     local_landmarks: list[str] | None = None  # refined by the local network (None: all)
     bf16: bool = False  # trained in bfloat16 autocast (card: inference_precision)
+    mirror: bool = False  # also read the left-right mirrored frame (card: mirror_averaging)
 
     @property
     def autocast_bf16(self) -> bool:
@@ -70,6 +72,7 @@ class LandmarkModel:
                          local_architecture=self.local_net.config if self.local_net else None,
                          local_landmarks=self.local_landmarks if self.local_net else None,
                          inference_precision="bfloat16" if self.bf16 else "float32",
+                         mirror_averaging=self.mirror,
                          parameters=sum(p.numel() for net in (self.global_net, self.local_net) if net is not None
                                         for p in net.parameters()),
                          sha256=sha256(folder / WEIGHTS_FILE))
@@ -99,7 +102,7 @@ class LandmarkModel:
                 net.eval()
         shape = ShapeModel(**{key: value.numpy() for key, value in state["shape"].items()}) if "shape" in state else None
         return cls(card["labels"], global_net, local_net, card, shape, card.get("local_landmarks"),
-                   card.get("inference_precision") == "bfloat16")
+                   card.get("inference_precision") == "bfloat16", card.get("mirror_averaging", False))
 
 
 @dataclass
@@ -143,13 +146,21 @@ def to_network_frame(image: np.ndarray, fill: float | None = None) -> tuple[np.n
 def predict_network_frame(model: LandmarkModel, images: np.ndarray, blur_px: float = 0.0) -> dict[str, np.ndarray]:
     """(B, 256, 256) images, first blurred by a Gaussian of SD ``blur_px`` (network px) if > 0 ->
     ``uv`` (B, L, 2) network px, ``depth_offset`` (B, L) mm from the isocenter plane,
-    ``confidence`` (B, L); local refinement of the model's local landmarks estimated inside the image."""
+    ``confidence`` (B, L); local refinement of the model's local landmarks estimated inside the image.
+    With ``model.mirror`` the global network also reads each image mirrored left-right (a mirrored
+    head, left and right landmarks swapped) and both passes' patches vote together
+    (:func:`network.aggregate_passes`)."""
     x = torch.as_tensor(images).float()
     if blur_px > 0:
         x = gaussian_blur(x[:, None], blur_px)[:, 0]
     x = normalize(x)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=model.autocast_bf16):
-        est = aggregate(model.global_net(x), model.global_net.stride)
+        out = model.global_net(torch.cat([x, x.flip(-1)]) if model.mirror else x)
+    if model.mirror:
+        est = aggregate_passes([out[:len(x)], mirrored(out[len(x):], mirror_permutation(model.labels))],
+                               model.global_net.stride)
+    else:
+        est = aggregate(out, model.global_net.stride)
     uv = est["uv"]
     if model.local_net is not None:
         refined_labels = model.labels if model.local_landmarks is None else model.local_landmarks

@@ -31,3 +31,18 @@ def load_catalogue(path: str | Path = CATALOGUE_PATH) -> dict[str, Landmark]:
     if missing:
         raise ValueError(f"catalogue {path} lacks the mandatory {missing}")
     return catalogue
+
+
+def mirror_permutation(labels: list[str]) -> list[int]:
+    """For each label, the index of its left-right mirror image in ``labels``: the "_left" /
+    "_right" partner of a bilateral landmark, itself for a midline one. Raises ValueError when a
+    bilateral landmark's partner is missing (the mirrored frame could not be read back)."""
+    swap = {"_right": "_left", "_left": "_right"}
+    partners = []
+    for label in labels:
+        side = next((s for s in swap if label.endswith(s)), None)
+        partner = label if side is None else label[: -len(side)] + swap[side]
+        if partner not in labels:
+            raise ValueError(f"{label!r} has no mirror partner {partner!r} among the model's landmarks")
+        partners.append(labels.index(partner))
+    return partners

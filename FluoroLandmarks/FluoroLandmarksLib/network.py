@@ -141,6 +141,29 @@ def aggregate(output: torch.Tensor, stride: int) -> dict[str, torch.Tensor]:
                 votes=votes)
 
 
+def mirrored(output: torch.Tensor, partners: list[int]) -> torch.Tensor:
+    """A (B, L, 4, h, w) output of the left-right mirrored images expressed in the images' own frame:
+    patch columns reversed, horizontal displacements negated, each landmark taking its mirror
+    partner's channels (``partners``: :func:`landmarks.mirror_permutation`). Exact because the patch
+    grid is symmetric: the centres (stride - 1) / 2 + k stride, k < w, mirror onto each other in an
+    image of w * stride columns."""
+    out = output.flip(-1)[:, partners].clone()
+    out[:, :, 0] = -out[:, :, 0]
+    return out
+
+
+def aggregate_passes(outputs: list[torch.Tensor], stride: int) -> dict[str, torch.Tensor]:
+    """:func:`aggregate` over several passes of one image on one patch grid (e.g. the image and its
+    :func:`mirrored` pass): one softmax over all passes' patches, so each pass's estimate weighs in
+    by its total presence odds; ``presence`` is the passes' mean."""
+    passes = [aggregate(o, stride) for o in outputs]
+    mass = torch.stack([torch.logsumexp(o.flatten(3)[:, :, 2], -1) for o in outputs])  # (P, B, L)
+    w = torch.softmax(mass, 0)
+    return dict(uv=sum(wp[..., None] * e["uv"] for wp, e in zip(w, passes)),
+                depth_offset=sum(wp * e["depth_offset"] for wp, e in zip(w, passes)),
+                presence=torch.stack([e["presence"] for e in passes]).mean(0))
+
+
 def patch_targets(uv: torch.Tensor, h: int, w: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets for landmarks ``uv`` (B, L, 2) px: displacements (B, L, h*w, 2) and presence
     (B, L, h*w) (1 for the patch that contains the landmark)."""

@@ -1,7 +1,7 @@
 """Real lateral cephalograms: sim-to-real with the DRR-trained model, and the same architecture
 trained on real images (Noothout et al.'s cephalometric experiment).
 
-    python Testing/Benchmarks/cephalograms.py --data DIR [--model DIR] [--input-blur PX] [--edge-padding] [--json FILE]
+    python Testing/Benchmarks/cephalograms.py --data DIR [--model DIR] [--input-blur PX] [--edge-padding] [--[no-]mirror] [--json FILE]
     python Testing/Benchmarks/cephalograms.py --cv 5 --data DIR [--json FILE]
     python Testing/Benchmarks/cephalograms.py --train DIR --test DIR [--json FILE]
 
@@ -101,6 +101,8 @@ def predict(model: LandmarkModel, images: list[np.ndarray], preparation: FramePr
 
 def sim_to_real(args) -> dict:
     model = LandmarkModel.load(args.model)
+    if args.mirror is not None:
+        model.mirror = args.mirror
     ids, images, truth, each, spacing = load_folder(args.data)
     catalogue = load_catalogue()
     # bone-bright radiographs: padded as a collimator blade reads in them (and in the DRRs)
@@ -119,9 +121,9 @@ def sim_to_real(args) -> dict:
     inter = inter_annotator(each, spacing)
     print_table(f"Sim-to-real: DRR-trained model {args.model} on {len(ids)} real cephalograms ({args.data}); "
                 f"{len(names)} shared landmarks; padding {'edge' if args.edge_padding else 'brightest'}, blur "
-                f"{args.input_blur:g} px", result, inter)
+                f"{args.input_blur:g} px, mirror averaging {'on' if model.mirror else 'off'}", result, inter)
     return dict(mode="sim_to_real", images=len(ids), landmarks=names, padding="edge" if args.edge_padding else
-                "brightest", input_blur_px=args.input_blur, **result, inter_annotator=inter["overall"],
+                "brightest", input_blur_px=args.input_blur, mirror=model.mirror, **result, inter_annotator=inter["overall"],
                 mre_mm=result["overall"]["mre_mm"], sdr_2mm=result["overall"]["sdr_2mm"],
                 sdr_4mm=result["overall"]["sdr_4mm"])
 
@@ -204,6 +206,8 @@ def main(argv=None):
     parser.add_argument("--edge-padding", action="store_true",
                         help="sim-to-real: pad the non-square images with their edges (detect --pad-with edge) "
                              "instead of their brightest value (--pad-with brightest)")
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction,
+                        help="sim-to-real: also read each image mirrored left-right (default: as the model card says)")
     parser.add_argument("--train", type=Path)
     parser.add_argument("--test", type=Path)
     parser.add_argument("--cv", type=int, help="k-fold cross-validation on --data with real-image training")

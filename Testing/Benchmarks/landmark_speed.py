@@ -47,10 +47,14 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster than 2 for one frame)")
     parser.add_argument("--input-blur", type=float, default=REAL_IMAGE_BLUR_PX,
                         help="px, the blur before the network (as detect's default for real frames; in its stage)")
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction,
+                        help="also read each frame mirrored left-right (default: as the model card says)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = LandmarkModel.load(args.model)
+    if args.mirror is not None:
+        model.mirror = args.mirror
     template = mrml.polydata_points(read_skull_template(args.model))
     warp = TemplateWarp(template, np.asarray(model.card["template_landmarks_ras"]))  # once per model
     stream = frames(32)
@@ -74,11 +78,12 @@ def main(argv=None):
     for key, seconds in stages.items():
         print(f"{key:24s} {1000 * seconds / args.frames:7.2f} ms/frame ({100 * seconds / total:4.1f} %)")
     print(f"{'whole pipeline':24s} {1000 * total / args.frames:7.2f} ms/frame = {fps:.1f} frames/s "
-          f"({args.threads} threads, skull template {len(template)} vertices); goal >= 30 frames/s")
+          f"({args.threads} threads, skull template {len(template)} vertices, mirror averaging "
+          f"{'on' if model.mirror else 'off'}); goal >= 30 frames/s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(dict(frames_per_second=fps, threads=args.threads, frames=args.frames,
-                                             input_blur_px=args.input_blur,
+                                             input_blur_px=args.input_blur, mirror=model.mirror,
                                              ms_per_frame={k: 1000 * v / args.frames for k, v in stages.items()},
                                              skull_vertices=int(len(template))), indent=2))
 
