@@ -103,6 +103,25 @@ def test_bf16_training_updates_float32_weights_and_records_its_precision():
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
 
 
+def test_a_mirrored_training_sample_keeps_each_label_on_its_structure():
+    from FluoroLandmarksLib.training import mirrored_samples, train_global
+
+    uv = torch.tensor([[[10.0, 3.0], [50.0, 40.0]]]).repeat(2, 1, 1)  # a right and a left landmark, 64-px images
+    images = torch.zeros(2, 64, 64)
+    images[:, 3, 10], images[:, 40, 50] = 1.0, 2.0  # the right landmark's structure reads 1, the left one's 2
+    labels = dict(uv=uv, depth=torch.tensor([[0.1, 0.2]]).repeat(2, 1), in_image=torch.tensor([[True, False]]).repeat(2, 1))
+    out, new = mirrored_samples(images, labels, [1, 0], torch.tensor([True, False]))
+    assert torch.equal(out[1], images[1]) and all(torch.equal(new[k][1], labels[k][1]) for k in labels)
+    (u0, v0), (u1, v1) = new["uv"][0].long().tolist()
+    assert (u0, v0) == (63 - 50, 40) and out[0, v0, u0] == 2.0  # the mirrored left structure is a right one now
+    assert (u1, v1) == (63 - 10, 3) and out[0, v1, u1] == 1.0
+    assert new["depth"][0].tolist() == pytest.approx([0.2, 0.1]) and new["in_image"][0].tolist() == [False, True]
+    assert torch.equal(images[0, 3, 10], torch.tensor(1.0)) and torch.equal(uv[0, 0], torch.tensor([10.0, 3.0]))  # inputs kept
+    _, info = train_global(tiny_training_data(), 2, steps=2, batch=2, init=PatchFCNN(2, widths=(8, 8, 8, 8, 8)),
+                           mirror=[1, 0], log=lambda *_: None)
+    assert info["mirror_augmentation"]
+
+
 def test_an_update_with_non_finite_gradients_is_skipped_and_persistent_ones_fail():
     from FluoroLandmarksLib.training import _check_skipped, _update
 

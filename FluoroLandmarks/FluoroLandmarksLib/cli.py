@@ -184,6 +184,7 @@ def run_train(args) -> Path:
     from .inference import LandmarkModel
     from .shape_model import ShapeModel
     from .network import densified
+    from .landmarks import mirror_permutation
     from .training import GLOBAL_ARCHITECTURE, train_global, train_local
 
     meta, data = load_dataset(args.data)
@@ -200,7 +201,8 @@ def run_train(args) -> Path:
         start_net = densified(start_net, args.atrous)
     global_net, g_info = train_global(data, len(labels), args.global_steps, args.batch, lr=args.lr, seed=args.seed,
                                       architecture=dict(GLOBAL_ARCHITECTURE, atrous=args.atrous), init=start_net,
-                                      bf16=args.bf16, depth_weight=args.depth_weight)
+                                      bf16=args.bf16, depth_weight=args.depth_weight,
+                                      mirror=mirror_permutation(labels) if args.mirror_augment else None)
     if init:
         g_info = dict(g_info, continued_from=dict(model=str(args.init), training=init.card.get("training")))
     local_net, l_info = train_local(data, len(labels), args.local_steps, seed=args.seed) if args.local_steps else (None, {})
@@ -496,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--depth-weight", type=float, default=DEPTH_LOSS_WEIGHT,
                        help="weight of the network's per-landmark depth loss (0: not trained; the shipped pipeline "
                             "takes 3D from the shape-model fit)")
+    train.add_argument("--mirror-augment", action="store_true",
+                       help="mirror half the training samples left-right, left and right landmarks swapped")
     train.add_argument("--threads", type=int, default=2)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--template-ct", default=str(SAMPLE_CT), help="the CT the dataset was made from")

@@ -43,6 +43,19 @@ def crops(images: torch.Tensor, centres: torch.Tensor, size: int = LOCAL_CROP) -
     return out[:, None], origin.float()
 
 
+def mirrored_samples(images: torch.Tensor, labels: dict[str, torch.Tensor], partners: list[int],
+                     chosen: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The ``chosen`` (B,) samples of a batch mirrored left-right: (B, H, W) images flipped; every
+    per-landmark label (B, L, ...) takes its mirror partner's entry (``partners``:
+    :func:`landmarks.mirror_permutation`), and ``labels["uv"]`` (B, L, 2) px becomes (W - 1 - u, v)."""
+    images, labels = images.clone(), {k: v.clone() for k, v in labels.items()}
+    images[chosen] = images[chosen].flip(-1)
+    for key, value in labels.items():
+        value[chosen] = value[chosen][:, partners]
+    labels["uv"][chosen, :, 0] = images.shape[-1] - 1 - labels["uv"][chosen, :, 0]
+    return images, labels
+
+
 def _schedule(optimizer, step: int, total: int, lr: float) -> None:
     warm = max(1, total // 20)
     factor = step / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
@@ -80,11 +93,14 @@ def _check_skipped(skipped: int, steps: int, name: str) -> None:
 
 def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: float = 3e-3, seed: int = 0,
                  log=print, architecture: dict | None = None, init: PatchFCNN | None = None,
-                 bf16: bool = False, depth_weight: float = DEPTH_LOSS_WEIGHT) -> tuple[PatchFCNN, dict]:
+                 bf16: bool = False, depth_weight: float = DEPTH_LOSS_WEIGHT,
+                 mirror: list[int] | None = None) -> tuple[PatchFCNN, dict]:
     """Global network (``architecture``: PatchFCNN options, default GLOBAL_ARCHITECTURE) on whole
     images; ``init``: continue from this network instead (its architecture, trained further in place).
     ``bf16``: convolutions in bfloat16 autocast (float32 weights, head and loss; ~2x faster on CPUs
-    with AVX512-BF16 or AMX). ``depth_weight``: of the per-landmark depth loss (0: depth not trained)."""
+    with AVX512-BF16 or AMX). ``depth_weight``: of the per-landmark depth loss (0: depth not trained).
+    ``mirror``: each sample is mirrored left-right with probability 1/2 (:func:`mirrored_samples`
+    with these partners), so the network sees mirrored heads too."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = init if init is not None else PatchFCNN(n_landmarks, **(GLOBAL_ARCHITECTURE if architecture is None
@@ -98,17 +114,22 @@ def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: 
     for step in range(steps):
         idx = rng.integers(0, n, batch)
         _schedule(optimizer, step, steps, lr)
+        images = torch.as_tensor(data["images"][idx]).float()
+        labels = dict(uv=torch.from_numpy(data["uv"][idx]), in_image=torch.from_numpy(data["in_image"][idx]))
+        if depth is not None:
+            labels["depth"] = depth[idx]
+        if mirror is not None:
+            images, labels = mirrored_samples(images, labels, mirror, torch.from_numpy(rng.random(batch) < 0.5))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = net(normalize(data["images"][idx]))
-        loss, parts = landmark_loss(out, net.stride, torch.from_numpy(data["uv"][idx]),
-                                    None if depth is None else depth[idx], torch.from_numpy(data["in_image"][idx]),
+            out = net(normalize(images))
+        loss, parts = landmark_loss(out, net.stride, labels["uv"], labels.get("depth"), labels["in_image"],
                                     depth_weight=depth_weight)
         skipped += not _update(optimizer, loss, "global", step, steps, parts, start, log)
     _check_skipped(skipped, steps, "global")
     net.eval()
     return net, dict(steps=steps, batch=batch, seconds=time.perf_counter() - start, skipped_steps=skipped,
                      precision="bfloat16 autocast" if bf16 else "float32",
-                     depth_weight=0.0 if depth is None else depth_weight)
+                     depth_weight=0.0 if depth is None else depth_weight, mirror_augmentation=mirror is not None)
 
 
 def train_local(data: dict, n_landmarks: int, steps: int, batch: int = 8, lr: float = 3e-3, seed: int = 0,
