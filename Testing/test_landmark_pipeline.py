@@ -318,6 +318,10 @@ def test_average_command_writes_the_mean_of_the_models_networks(tiny_model, tmp_
     card = json.loads((mean / "model_card.json").read_text())
     assert [x["sha256"] for x in card["averaged_from"]] == [a.card["sha256"], b.card["sha256"]]
     assert "metrics" not in card
+    assert cli.main(["train", "--data", str(tiny_model / "train"), "--out", str(tmp_path / "on"), "--init", str(mean),
+                     "--global-steps", "1", "--local-steps", "0", "--batch", "4"]) == 0  # a continuation keeps the sources
+    continued = json.loads((tmp_path / "on" / "model_card.json").read_text())["training"]["global_"]["continued_from"]
+    assert continued["averaged_from"] == card["averaged_from"]
     assert cli.main(["train", "--data", str(tiny_model / "train"), "--out", str(other), "--global-steps", "1",
                      "--local-steps", "1", "--batch", "4", "--atrous", "1"]) == 0
     assert cli.main(["average", "--models", str(tiny_model / "model"), str(other), "--out", str(tmp_path / "x")]) == 2

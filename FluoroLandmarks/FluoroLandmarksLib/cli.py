@@ -204,7 +204,8 @@ def run_train(args) -> Path:
                                       bf16=args.bf16, depth_weight=args.depth_weight,
                                       mirror=mirror_permutation(labels) if args.mirror_augment else None)
     if init:
-        g_info = dict(g_info, continued_from=dict(model=str(args.init), training=init.card.get("training")))
+        g_info = dict(g_info, continued_from=dict(model=str(args.init), training=init.card.get("training"),
+                                                  **{k: init.card[k] for k in ("averaged_from",) if k in init.card}))
     local_net, l_info = train_local(data, len(labels), args.local_steps, seed=args.seed) if args.local_steps else (None, {})
     seconds = time.perf_counter() - start
     app = HeadlessApplication()
