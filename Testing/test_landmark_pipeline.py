@@ -350,6 +350,49 @@ def test_detect_on_a_drr_writes_every_output_and_the_bundle_reloads(tiny_model, 
     assert np.allclose(mrml.markups_to_numpy(saved)[1], mrml.markups_to_numpy(reloaded)[1], atol=1e-3)
 
 
+def test_detect_all_frames_of_a_run_matches_each_frame_alone_and_the_bundle_has_the_sequence(tiny_model, tmp_path, app,
+                                                                                             capsys):
+    import SimpleITK as sitk
+
+    drr_dir = tmp_path / "drr"
+    assert cli.main(["drr", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--primary-angle", "90",
+                     "--output", "image", "--detector-size", "128", "128", "--pixel-spacing", "2.4",
+                     "--out", str(drr_dir)]) == 0
+    frame = sitk.GetArrayFromImage(sitk.ReadImage(str(drr_dir / "drr.nrrd"))).reshape(128, 128)
+    run = np.stack([frame, np.roll(frame, 9, axis=1), 0.5 * frame])  # the head moved, then a lower dose
+    run_file = tmp_path / "run.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(run.astype(np.float32)), str(run_file))
+    before = run_file.read_bytes()
+    geometry = ["--geometry", str(drr_dir / "geometry.json"), "--model", str(tiny_model / "model")]
+    assert cli.main(["detect", str(run_file), "--all-frames", *geometry, "--out", str(tmp_path / "run")]) == 0
+    assert "in the beam in" in capsys.readouterr().out and run_file.read_bytes() == before
+    rows = list(csv.DictReader((tmp_path / "run" / "run_landmarks_2d.csv").open()))
+    assert len(rows) == 3 * 30 and {r["frame"] for r in rows} == {"0", "1", "2"}
+    assert len(list(csv.DictReader((tmp_path / "run" / "run_landmarks_3d.csv").open()))) == 3 * 30
+    for n in (0, 1):  # every frame as detect --frame N gives it
+        assert cli.main(["detect", str(run_file), "--frame", str(n), *geometry, "--out", str(tmp_path / f"f{n}")]) == 0
+        alone = list(csv.DictReader((tmp_path / f"f{n}" / "landmarks_2d.csv").open()))
+        mine = [r for r in rows if r["frame"] == str(n)]
+        assert [(r["label"], r["u"], r["v"], r["in_image"]) for r in mine] == \
+               [(r["label"], r["u"], r["v"], r["in_image"]) for r in alone]
+    by_frame = [[(r["label"], r["u"], r["v"]) for r in rows if r["frame"] == str(n)] for n in range(3)]
+    assert by_frame[2] == by_frame[0]  # each frame is normalised: the dose alone changes nothing
+    lenses = json.loads((tmp_path / "run" / "run_eye_lenses.json").read_text())
+    for lens, report in lenses.items():
+        flags = [f["in_field"] for f in report["frames"]]
+        assert report["frames_in_beam"] == [n for n, f in enumerate(flags) if f]
+        assert report["share_in_beam"] == pytest.approx(sum(flags) / 3)
+    mrml.load_bundle(app.scene, tmp_path / "run" / "scene.mrb")
+    sequence = app.scene.GetFirstNodeByName("run run frame")
+    assert sequence.GetNumberOfDataNodes() == 3 and sequence.GetIndexName() == "frame"
+    for n in range(3):  # the browser's frames are the run's, in order
+        assert np.allclose(mrml.volume_to_numpy(sequence.GetNthDataNode(n))[0][0], run[n])
+    assert app.scene.GetFirstNodeByName("run run landmarks_2d").GetNumberOfDataNodes() == 3
+    assert cli.main(["detect", str(run_file), "--all-frames", "--frame", "1", *geometry, "--out",
+                     str(tmp_path / "x")]) == 2
+    assert "does not combine" in capsys.readouterr().err
+
+
 def test_detect_flags_landmarks_outside_the_collimated_field(tiny_model, tmp_path):
     drr_dir = tmp_path / "drr"
     assert cli.main(["drr", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--output", "image",

@@ -82,3 +82,17 @@ def test_missing_and_bad_files_give_clear_errors(app, tmp_path):
         mrml.load_markups(app.app_logic, empty)
     with pytest.raises(ValueError, match="no control points"):
         synthesize(app.app_logic, mrml.load_volume(app.app_logic, SAMPLE_CT), node, DRRParameters())
+
+
+def test_saved_nodes_and_bundles_get_the_usual_file_mode(app, tmp_path):
+    import os
+    import stat
+
+    node = mrml.add_points(app.scene, "points", ["a"], np.zeros((1, 3)))
+    mrml.save_node(node, tmp_path / "points.mrk.json")
+    mrml.save_bundle(app.scene, tmp_path / "scene.mrb")
+    (tmp_path / "plain.txt").write_text("x")  # what any other writer gets under this umask
+    usual = stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)
+    for name in ("points.mrk.json", "scene.mrb"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == usual, name
+    assert not list(tmp_path.glob(".tmp-*"))

@@ -315,7 +315,8 @@ def run_average(args) -> Path:
                                   data=m.card.get("data"), training=m.card.get("training"))
                              for path, m in zip(args.models, models)]
     card["command"] = "fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None
-    model = LandmarkModel(first.labels, global_net, local_net, {}, first.shape, first.local_landmarks, first.bf16)
+    model = LandmarkModel(first.labels, global_net, local_net, {}, first.shape, first.local_landmarks, first.bf16,
+                          first.mirror)
     model.save(out, card)
     print(f"the mean of {len(models)} models written to {out}")
     return out
@@ -340,13 +341,10 @@ def run_evaluate(args) -> dict:
     from .dataset import load_dataset
     from .detection import read_skull_template
     from .evaluation import evaluate
-    from .inference import LandmarkModel
 
-    model = LandmarkModel.load(args.model)
+    model = _model(args)
     if args.global_only:
         model.local_net = None
-    if args.mirror is not None:
-        model.mirror = args.mirror
     meta, data = load_dataset(args.data)
     vertices = mrml.polydata_points(read_skull_template(args.model))
     report = evaluate(model, meta, data, vertices, np.asarray(model.card["template_landmarks_ras"]))
@@ -361,17 +359,52 @@ def run_evaluate(args) -> dict:
     return report
 
 
+def _model(args):
+    """The model of ``--model``, with ``--mirror`` / ``--no-mirror`` overriding its card."""
+    from .inference import LandmarkModel
+
+    model = LandmarkModel.load(args.model)
+    if args.mirror is not None:
+        model.mirror = args.mirror
+    return model
+
+
+def _detect_run(args, run: np.ndarray, geometry, source: dict, preparation) -> list[Path]:
+    """``detect --all-frames``: every frame of a run, with one geometry."""
+    from .detection import detect_run, export_run, run_eye_lenses
+    from .headless import HeadlessApplication
+
+    model = _model(args)
+    app = HeadlessApplication()
+    try:
+        start = time.perf_counter()
+        results = detect_run(app.app_logic, run, geometry, model, args.model, Path(args.image).stem, args.head_depth,
+                             preparation)
+        elapsed = time.perf_counter() - start
+        written = export_run(app.scene, results, args.out)
+    finally:
+        app.close()
+    print(f"geometry from {source}; {len(run)} frames detected and added to the scene in {elapsed:.1f} s "
+          f"({1000 * elapsed / len(run):.0f} ms per frame, scene nodes included); wrote {len(written)} files to {args.out}")
+    for lens, report in run_eye_lenses(results).items():
+        print(f"  {lens}: in the beam in {report['count_in_beam']} of {len(run)} frames")
+    return written
+
+
 def run_detect(args) -> list[Path]:
     from .detection import detect_frame, detect_frames, export_frame
-    from .frames import geometry_from_tags, read_frame
+    from .frames import geometry_from_tags, read_frame, read_frames
     from .geometry import CArmGeometry
     from .headless import HeadlessApplication
-    from .inference import FramePreparation, LandmarkModel
+    from .inference import FramePreparation
 
     preparation = FramePreparation(args.pad_with, args.input_blur)
     options = dict(sid_mm=args.sid, sod_mm=args.sod, pixel_spacing_mm=args.pixel_spacing, primary_deg=args.primary_angle,
                    secondary_deg=args.secondary_angle, isocenter_ras=tuple(args.isocenter))
-    image, tags = read_frame(args.image, args.frame)
+    if args.all_frames and (args.second_image or args.frame):
+        raise ValueError("--all-frames reads every frame of one run; it does not combine with --frame or --second-image")
+    run, tags = read_frames(args.image) if args.all_frames else (None, None)
+    image, tags = (run[0], tags) if args.all_frames else read_frame(args.image, args.frame)
     if args.geometry:
         geometry = CArmGeometry.from_dict(json.loads(Path(args.geometry).read_text()))
         source = {"all": "geometry file"}
@@ -380,6 +413,8 @@ def run_detect(args) -> list[Path]:
     if args.collimation_rect or args.collimation_circle:
         geometry = replace(geometry, collimation=_collimation(args))
         source["collimation"] = "options"
+    if args.all_frames:
+        return _detect_run(args, run, geometry, source, preparation)
     frames = [(image, geometry, Path(args.image).stem)]
     if args.second_image:
         if args.head_depth is not None:
@@ -393,9 +428,7 @@ def run_detect(args) -> list[Path]:
                 raise ValueError(f"{args.second_image}: no C-arm angles in its DICOM tags; give --second-geometry FILE")
         name = Path(args.second_image).stem
         frames.append((second, second_geometry, name if name != frames[0][2] else f"{name} (second view)"))
-    model = LandmarkModel.load(args.model)
-    if args.mirror is not None:
-        model.mirror = args.mirror
+    model = _model(args)
     app = HeadlessApplication()
     try:
         start = time.perf_counter()
@@ -533,6 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("image", help="2D image: NRRD, NIfTI, PNG, TIFF or DICOM (XA/RF tags give the geometry)")
     det.add_argument("--out", required=True)
     det.add_argument("--frame", type=int, default=0, help="frame of a multi-frame file (fluoroscopy run)")
+    det.add_argument("--all-frames", action="store_true",
+                     help="every frame of a multi-frame file (one geometry for the run): run_landmarks_2d.csv, "
+                          "run_landmarks_3d.csv, run_eye_lenses.json and a scene.mrb with a sequence browser")
     det.add_argument("--model", default=str(SHIPPED_MODEL))
     det.add_argument("--mirror", action=argparse.BooleanOptionalAction, help=MIRROR_HELP)
     det.add_argument("--geometry", help="geometry.json (as written by the drr command); overrides the options")

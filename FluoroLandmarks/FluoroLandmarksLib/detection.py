@@ -117,6 +117,57 @@ def detect_frames(app_logic, frames: list[tuple[np.ndarray, CArmGeometry, str]],
     return results
 
 
+def detect_run(app_logic, frames: np.ndarray, geometry: CArmGeometry, model: LandmarkModel, model_folder,
+               name: str = "Run", head_depth_mm: float | None = None,
+               preparation: FramePreparation = DRR_FRAME) -> list[FrameResult]:
+    """:func:`detect_frame` on every frame of a run (frames, rows, columns) acquired with one
+    ``geometry`` (the head may move between frames: each frame is fitted on its own). Each frame's
+    nodes are named "``name`` NNN" and a sequence browser "``name`` run" steps through them by frame."""
+    results = [detect_frame(app_logic, image, geometry, model, model_folder, f"{name} {n:03d}", head_depth_mm,
+                            preparation) for n, image in enumerate(frames)]
+    roles = {role: [r.nodes[role] for r in results] for role in results[0].nodes}
+    browser = mrml.add_view_sequences(app_logic, f"{name} run", roles, index_name="frame")
+    for r in results:
+        r.nodes["browser"] = browser
+    return results
+
+
+def run_eye_lenses(results: list[FrameResult]) -> dict:
+    """Per eye lens: the frames with the lens in the beam (:func:`eye_lens_report`), their count and
+    share of the run, and each frame's report."""
+    out = {}
+    for lens in results[0].eye_lenses:
+        reports = [r.eye_lenses[lens] for r in results]
+        hit = [n for n, rep in enumerate(reports) if rep["in_field"]]
+        out[lens] = dict(frames_in_beam=hit, count_in_beam=len(hit), share_in_beam=len(hit) / len(results),
+                         frames=reports)
+    return out
+
+
+def export_run(scene, results: list[FrameResult], out_dir: str | os.PathLike) -> list[Path]:
+    """A run's files in ``out_dir``: ``run_landmarks_2d.csv`` (frame,label,u,v,in_image,confidence),
+    ``run_landmarks_3d.csv`` (frame,label,r,a,s mm RAS,confidence), ``run_eye_lenses.json``,
+    ``geometry.json`` and ``scene.mrb`` (every frame's nodes and the browser)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text_2d, text_3d = io.StringIO(), io.StringIO()
+    w2, w3 = csv.writer(text_2d, lineterminator="\n"), csv.writer(text_3d, lineterminator="\n")
+    w2.writerow(["frame", "label", "u", "v", "in_image", "confidence"])
+    w3.writerow(["frame", "label", "r", "a", "s", "confidence"])
+    for n, r in enumerate(results):
+        d = r.detection
+        for label, (u, v), inside, c, xyz in zip(d.labels, d.uv, d.in_image, d.confidence, d.xyz_ras):
+            w2.writerow([n, label, f"{u:.3f}", f"{v:.3f}", int(inside), f"{c:.4f}"])
+            w3.writerow([n, label, *(f"{x:.3f}" for x in xyz), f"{c:.4f}"])
+    files = {"run_landmarks_2d.csv": text_2d.getvalue(), "run_landmarks_3d.csv": text_3d.getvalue(),
+             "run_eye_lenses.json": json.dumps(run_eye_lenses(results), indent=2),
+             "geometry.json": json.dumps(results[0].geometry.to_dict(), indent=2)}
+    for filename, text in files.items():
+        write_text_atomic(out / filename, text)
+    mrml.save_bundle(scene, out / "scene.mrb")
+    return [out / f for f in (*files, "scene.mrb")]
+
+
 def _frame_nodes(scene, image: np.ndarray, d: Detection, geometry: CArmGeometry, name: str) -> dict:
     """The frame on its detector plane, its 2D landmarks (seen: selected), the source and the beam."""
     nodes = {"frame": mrml.add_image_volume(scene, name, image, geometry.detector_ijk_to_ras)}

@@ -17,9 +17,9 @@ _TAGS = {"sid": "0018|1110", "sod": "0018|1111", "primary": "0018|1510", "second
          "circle_centre": "0018|1710", "circle_radius": "0018|1712"}
 
 
-def read_frame(path: str | os.PathLike, index: int = 0) -> tuple[np.ndarray, dict[str, str]]:
-    """(rows, columns) float32 image (frame ``index`` of a multi-frame file such as a fluoroscopy
-    run) and its DICOM tags (empty for other formats)."""
+def read_frames(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]]:
+    """(frames, rows, columns) float32 images of a 2D image (one frame) or a multi-frame file such as
+    a fluoroscopy run, and its DICOM tags (empty for other formats)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image {path} not found")
@@ -34,15 +34,21 @@ def read_frame(path: str | os.PathLike, index: int = 0) -> tuple[np.ndarray, dic
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     if image.GetNumberOfComponentsPerPixel() > 1:
         array = array[..., :3].mean(-1)  # RGB(A) -> grey
-    while array.ndim > 2 and array.shape[0] == 1:
+    while array.ndim > 3 and array.shape[0] == 1:
         array = array[0]
-    if array.ndim == 3:
-        if not 0 <= index < array.shape[0]:
-            raise ValueError(f"{path} has {array.shape[0]} frames; frame {index} does not exist")
-        array = array[index]
-    if array.ndim != 2:
-        raise ValueError(f"{path} is not a 2D image (shape {array.shape})")
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise ValueError(f"{path} is not a 2D image or a run of 2D frames (shape {array.shape})")
     return array, tags
+
+
+def read_frame(path: str | os.PathLike, index: int = 0) -> tuple[np.ndarray, dict[str, str]]:
+    """(rows, columns) float32 image: frame ``index`` of :func:`read_frames`, and the file's tags."""
+    frames, tags = read_frames(path)
+    if not 0 <= index < len(frames):
+        raise ValueError(f"{path} has {len(frames)} frames; frame {index} does not exist")
+    return frames[index], tags
 
 
 def geometry_from_tags(tags: dict[str, str], image_shape: tuple[int, int], defaults: dict) -> tuple[CArmGeometry, dict]:

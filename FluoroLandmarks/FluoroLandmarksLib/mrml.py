@@ -206,14 +206,15 @@ def geometry_from_text_node(node) -> CArmGeometry:
     return CArmGeometry.from_dict(json.loads(node.GetText()))
 
 
-def add_view_sequences(app_logic, name: str, views: dict[str, list]):
-    """Sequences (one per entry of ``views``: role -> one node per view) synchronised by a
-    browser node; the view index is the sequence value. Returns the browser node."""
+def add_view_sequences(app_logic, name: str, views: dict[str, list], index_name: str = "view"):
+    """Sequences (one per entry of ``views``: role -> one node per view, or per frame of a run)
+    synchronised by a browser node; the view index is the sequence value (``index_name``).
+    Returns the browser node."""
     scene = app_logic.GetMRMLScene()
     browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", name)
     for role, nodes in views.items():
         sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", f"{name} {role}")
-        sequence.SetIndexName("view")
+        sequence.SetIndexName(index_name)
         sequence.SetIndexUnit("")
         for index, node in enumerate(nodes):
             sequence.SetDataNodeAtValue(node, str(index))
@@ -228,6 +229,9 @@ def _atomic_target(path: Path):
     suffix = "".join(path.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private (0600); outputs get the usual mode
     return Path(tmp)
 
 

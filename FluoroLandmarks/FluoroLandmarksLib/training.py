@@ -50,7 +50,7 @@ def mirrored_samples(images: torch.Tensor, labels: dict[str, torch.Tensor], part
     :func:`landmarks.mirror_permutation`), and ``labels["uv"]`` (B, L, 2) px becomes (W - 1 - u, v)."""
     images, labels = images.clone(), {k: v.clone() for k, v in labels.items()}
     images[chosen] = images[chosen].flip(-1)
-    for key, value in labels.items():
+    for value in labels.values():
         value[chosen] = value[chosen][:, partners]
     labels["uv"][chosen, :, 0] = images.shape[-1] - 1 - labels["uv"][chosen, :, 0]
     return images, labels
