@@ -378,7 +378,7 @@ def test_detect_all_frames_of_a_run_matches_each_frame_alone_and_the_bundle_has_
     by_frame = [[(r["label"], r["u"], r["v"]) for r in rows if r["frame"] == str(n)] for n in range(3)]
     assert by_frame[2] == by_frame[0]  # each frame is normalised: the dose alone changes nothing
     lenses = json.loads((tmp_path / "run" / "run_eye_lenses.json").read_text())
-    for lens, report in lenses.items():
+    for report in lenses.values():
         flags = [f["in_field"] for f in report["frames"]]
         assert report["frames_in_beam"] == [n for n, f in enumerate(flags) if f]
         assert report["share_in_beam"] == pytest.approx(sum(flags) / 3)
