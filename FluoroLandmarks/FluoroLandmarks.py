@@ -18,7 +18,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from FluoroLandmarksLib import mrml, scenarios
-from FluoroLandmarksLib.detection import detect_frame, detect_frames
+from FluoroLandmarksLib.detection import detect_frame, detect_frames, detect_run, run_eye_lenses
 from FluoroLandmarksLib.geometry import CArmGeometry, Collimation
 from FluoroLandmarksLib.inference import PADDINGS, REAL_IMAGE_BLUR_PX, SHIPPED_MODEL, FramePreparation, LandmarkModel
 from FluoroLandmarksLib.synthesis import GEOMETRY_ATTRIBUTE, OUTPUT_KINDS, DRRParameters, parse_views, synthesize
@@ -143,6 +143,13 @@ class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             results = self.logic.detect(self._parameterNode)
             self.showView(results[0].nodes["frame"])
             lines = []
+            if len(results) > 2:  # a run: how many of its frames had each lens in the beam
+                lines.append(_("{name}: {count} frames").format(name=self._parameterNode.inputFrame.GetName(),
+                                                               count=len(results)))
+                for name, r in run_eye_lenses(results).items():
+                    lines.append(_("{name}: in beam in {k} of {n} frames").format(name=name, k=r["count_in_beam"],
+                                                                                 n=len(results)))
+                results = []
             for result in results:
                 lenses = ", ".join(f"{name}: {_('in beam') if r['in_field'] else _('not in beam')}"
                                    for name, r in result.eye_lenses.items())
@@ -195,10 +202,17 @@ class FluoroLandmarksLogic(ScriptedLoadableModuleLogic):
                             p.sourceIsocenterDistance, (columns, rows), (p.pixelSpacing, p.pixelSpacing))
 
     def detect(self, p: FluoroLandmarksParameterNode):
-        """One result per frame: the input frame, and the second frame if one is selected (fitted together)."""
+        """One result per frame: the input frame, and the second frame if one is selected (fitted together);
+        a multi-slice input is a fluoroscopy run, every slice a frame (one geometry, each fitted alone)."""
         model = LandmarkModel.load(SHIPPED_MODEL)
         preparation = FramePreparation(p.framePadding, p.inputBlur)
-        frame = self.image(p.inputFrame)
+        run = mrml.volume_to_numpy(p.inputFrame)[0]
+        if len(run) > 1:
+            if p.secondFrame:
+                raise ValueError(_("A run (several frames) cannot be combined with a second frame"))
+            return detect_run(slicer.app.applicationLogic(), run, self.geometry(p, p.inputFrame), model,
+                              SHIPPED_MODEL, p.inputFrame.GetName(), p.headDepth or None, preparation)
+        frame = run[0]
         if not p.secondFrame:
             return [detect_frame(slicer.app.applicationLogic(), frame, self.geometry(p, p.inputFrame), model,
                                  SHIPPED_MODEL, p.inputFrame.GetName(), p.headDepth or None, preparation)]
@@ -211,7 +225,7 @@ class FluoroLandmarksLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def image(frameNode):
         """(rows, columns) pixels of a single-slice volume."""
-        frame, _ = mrml.volume_to_numpy(frameNode)
+        frame = mrml.volume_to_numpy(frameNode)[0]
         if frame.shape[0] != 1:
             raise ValueError(_("Select a 2D image (a single-slice volume) as the frame"))
         return frame[0]

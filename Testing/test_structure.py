@@ -92,6 +92,14 @@ def test_ui_matches_widget_code_and_parameter_node(module):
 
 
 @pytest.mark.parametrize("module", MODULES)
+def test_module_file_never_rebinds_the_translation_function(module):
+    """``_`` is slicer.i18n.tr in the module files: unpacking into ``_`` would break every later ``_("...")``."""
+    tree = ast.parse((ROOT / module / f"{module}.py").read_text())
+    rebound = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "_" and isinstance(n.ctx, ast.Store)]
+    assert not rebound, f"{module}.py assigns to _ on lines {rebound}"
+
+
+@pytest.mark.parametrize("module", MODULES)
 def test_cmake_lists_every_script_and_resource(module):
     cmake = (ROOT / module / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", module)
     listed = set(re.findall(r"^\s+(\S+\.(?:py|ui|png|json|nrrd|md))\s*$", cmake, re.M))
