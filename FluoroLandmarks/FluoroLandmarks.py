@@ -242,6 +242,8 @@ class FluoroLandmarksTest(ScriptedLoadableModuleTest):
         self.test_drr_round_trip()
         self.setUp()
         self.test_biplane_detection()
+        self.setUp()
+        self.test_run_detection()
 
     def test_drr_round_trip(self):
         def reload_scene(path):
@@ -259,3 +261,8 @@ class FluoroLandmarksTest(ScriptedLoadableModuleTest):
         result = scenarios.biplane_detection(slicer.app.applicationLogic(), SAMPLE_DIR / "ProMED_CT_0051.nrrd",
                                              SAMPLE_DIR / "ProMED_CT_0051_landmarks.mrk.json", SHIPPED_MODEL)
         self.delayDisplay(f"Biplane detection passed: {result}")
+
+    def test_run_detection(self):
+        result = scenarios.run_detection(slicer.app.applicationLogic(), SAMPLE_DIR / "ProMED_CT_0051.nrrd",
+                                         SAMPLE_DIR / "ProMED_CT_0051_landmarks.mrk.json", SHIPPED_MODEL)
+        self.delayDisplay(f"Run detection passed: {result}")

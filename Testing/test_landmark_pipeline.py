@@ -484,3 +484,8 @@ def test_detect_with_a_second_view_shares_the_3d_landmarks(tiny_model, tmp_path,
 def test_biplane_detection_scenario_with_the_shipped_model(app):
     result = scenarios.biplane_detection(app.app_logic, SAMPLE_CT, SAMPLE_LANDMARKS, SHIPPED_MODEL)
     assert result["planes"] == 2 and result["mean_3d_error_mm"] < 5.0
+
+
+def test_run_detection_scenario_with_the_shipped_model(app):
+    result = scenarios.run_detection(app.app_logic, SAMPLE_CT, SAMPLE_LANDMARKS, SHIPPED_MODEL)
+    assert result["frames"] == 3 and set(result["lenses_in_beam"].values()) == {3}

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from . import mrml
-from .detection import detect_frames
+from .detection import detect_frames, detect_run, run_eye_lenses
 from .inference import LandmarkModel
 from .synthesis import DRRParameters, export_views, synthesize
 
@@ -97,3 +97,29 @@ def biplane_detection(app_logic, ct_path: str | Path, landmarks_path: str | Path
     error = np.linalg.norm(xyz[order] - truth, axis=1)
     assert error.mean() < 5.0, f"3D landmarks {error.mean():.1f} mm from the CT's (mean)"
     return {"planes": len(results), "mean_3d_error_mm": float(error.mean())}
+
+
+def run_detection(app_logic, ct_path: str | Path, landmarks_path: str | Path, model_folder: str | Path,
+                  doses: tuple[float, ...] = (1.0, 0.6, 1.5)) -> dict:
+    """Render a lateral X-ray frame of a CT, make a fluoroscopy run of it at several ``doses``
+    (grey-value scales), detect every frame with the model in ``model_folder`` and check: the
+    input nodes are unchanged, a sequence browser steps through the frames in order, the estimates
+    do not depend on the dose (frames are normalised), and both eye lenses are in the beam in every
+    frame."""
+    ct = mrml.load_volume(app_logic, ct_path, "CT")
+    landmarks = mrml.load_markups(app_logic, landmarks_path)
+    before = (_node_state(ct), _node_state(landmarks))
+    params = DRRParameters(views=((90.0, 0.0),), output="image", photons_per_pixel=20000.0)
+    view = synthesize(app_logic, ct, landmarks, params, name="Lateral")[0]
+    frame = mrml.volume_to_numpy(view.nodes["drr"])[0][0]
+    run = np.stack([dose * frame for dose in doses])
+    results = detect_run(app_logic, run, view.geometry, LandmarkModel.load(model_folder), model_folder, "Run")
+    assert _same(_node_state(ct), before[0]) and _same(_node_state(landmarks), before[1]), "inputs modified"
+    sequence = results[0].nodes["browser"].GetMasterSequenceNode()
+    assert sequence.GetNumberOfDataNodes() == len(doses), "the browser does not hold every frame"
+    for n, dose in enumerate(doses):
+        assert np.allclose(mrml.volume_to_numpy(sequence.GetNthDataNode(n))[0][0], dose * frame), "frames out of order"
+        assert np.allclose(results[n].detection.uv, results[0].detection.uv, atol=0.05), "the dose moved the landmarks"
+    lenses = run_eye_lenses(results)
+    assert all(r["count_in_beam"] == len(doses) for r in lenses.values()), f"an eye lens was missed: {lenses}"
+    return {"frames": len(results), "lenses_in_beam": {k: r["count_in_beam"] for k, r in lenses.items()}}
