@@ -142,14 +142,15 @@ class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Landmark detection failed."), waitCursor=True):
             results = self.logic.detect(self._parameterNode)
             self.showView(results[0].nodes["frame"])
+            if "browser" in results[0].nodes:  # a run: how many of its frames had each lens in the beam
+                lines = [_("{name}: {count} frames").format(name=self._parameterNode.inputFrame.GetName(),
+                                                           count=len(results))]
+                lines += [_("{name}: in beam in {k} of {n} frames").format(name=name, k=r["count_in_beam"],
+                                                                         n=len(results))
+                          for name, r in run_eye_lenses(results).items()]
+                self.ui.detectStatusLabel.text = "\n".join(lines)
+                return
             lines = []
-            if len(results) > 2:  # a run: how many of its frames had each lens in the beam
-                lines.append(_("{name}: {count} frames").format(name=self._parameterNode.inputFrame.GetName(),
-                                                               count=len(results)))
-                for name, r in run_eye_lenses(results).items():
-                    lines.append(_("{name}: in beam in {k} of {n} frames").format(name=name, k=r["count_in_beam"],
-                                                                                 n=len(results)))
-                results = []
             for result in results:
                 lenses = ", ".join(f"{name}: {_('in beam') if r['in_field'] else _('not in beam')}"
                                    for name, r in result.eye_lenses.items())

@@ -22,6 +22,7 @@ from .training import TrainingError
 MIRROR_HELP = ("also read the frame mirrored left-right, both passes voting (default: as the model card's "
                "mirror_averaging says)")
 
+
 def _views(primary: list[float], secondary: list[float]) -> tuple[tuple[float, float], ...]:
     if len(secondary) == 1:
         secondary = secondary * len(primary)
@@ -341,8 +342,9 @@ def run_evaluate(args) -> dict:
     from .dataset import load_dataset
     from .detection import read_skull_template
     from .evaluation import evaluate
+    from .inference import LandmarkModel
 
-    model = _model(args)
+    model = LandmarkModel.load(args.model, args.mirror)
     if args.global_only:
         model.local_net = None
     meta, data = load_dataset(args.data)
@@ -359,22 +361,13 @@ def run_evaluate(args) -> dict:
     return report
 
 
-def _model(args):
-    """The model of ``--model``, with ``--mirror`` / ``--no-mirror`` overriding its card."""
-    from .inference import LandmarkModel
-
-    model = LandmarkModel.load(args.model)
-    if args.mirror is not None:
-        model.mirror = args.mirror
-    return model
-
-
 def _detect_run(args, run: np.ndarray, geometry, source: dict, preparation) -> list[Path]:
     """``detect --all-frames``: every frame of a run, with one geometry."""
     from .detection import detect_run, export_run, run_eye_lenses
     from .headless import HeadlessApplication
+    from .inference import LandmarkModel
 
-    model = _model(args)
+    model = LandmarkModel.load(args.model, args.mirror)
     app = HeadlessApplication()
     try:
         start = time.perf_counter()
@@ -396,15 +389,18 @@ def run_detect(args) -> list[Path]:
     from .frames import geometry_from_tags, read_frame, read_frames
     from .geometry import CArmGeometry
     from .headless import HeadlessApplication
-    from .inference import FramePreparation
+    from .inference import FramePreparation, LandmarkModel
 
     preparation = FramePreparation(args.pad_with, args.input_blur)
     options = dict(sid_mm=args.sid, sod_mm=args.sod, pixel_spacing_mm=args.pixel_spacing, primary_deg=args.primary_angle,
                    secondary_deg=args.secondary_angle, isocenter_ras=tuple(args.isocenter))
     if args.all_frames and (args.second_image or args.frame):
         raise ValueError("--all-frames reads every frame of one run; it does not combine with --frame or --second-image")
-    run, tags = read_frames(args.image) if args.all_frames else (None, None)
-    image, tags = (run[0], tags) if args.all_frames else read_frame(args.image, args.frame)
+    if args.all_frames:
+        run, tags = read_frames(args.image)
+        image = run[0]
+    else:
+        image, tags = read_frame(args.image, args.frame)
     if args.geometry:
         geometry = CArmGeometry.from_dict(json.loads(Path(args.geometry).read_text()))
         source = {"all": "geometry file"}
@@ -428,7 +424,7 @@ def run_detect(args) -> list[Path]:
                 raise ValueError(f"{args.second_image}: no C-arm angles in its DICOM tags; give --second-geometry FILE")
         name = Path(args.second_image).stem
         frames.append((second, second_geometry, name if name != frames[0][2] else f"{name} (second view)"))
-    model = _model(args)
+    model = LandmarkModel.load(args.model, args.mirror)
     app = HeadlessApplication()
     try:
         start = time.perf_counter()

@@ -82,7 +82,8 @@ class LandmarkModel:
         return folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike = SHIPPED_MODEL) -> "LandmarkModel":
+    def load(cls, folder: str | os.PathLike = SHIPPED_MODEL, mirror: bool | None = None) -> "LandmarkModel":
+        """The model in ``folder`` (sha256-checked); ``mirror`` overrides its card's mirror_averaging."""
         folder = Path(folder)
         if not (folder / CARD_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
             raise FileNotFoundError(f"{folder} is not a landmark model folder ({CARD_FILE} + {WEIGHTS_FILE})")
@@ -102,7 +103,8 @@ class LandmarkModel:
                 net.eval()
         shape = ShapeModel(**{key: value.numpy() for key, value in state["shape"].items()}) if "shape" in state else None
         return cls(card["labels"], global_net, local_net, card, shape, card.get("local_landmarks"),
-                   card.get("inference_precision") == "bfloat16", card.get("mirror_averaging", False))
+                   card.get("inference_precision") == "bfloat16",
+                   card.get("mirror_averaging", False) if mirror is None else mirror)
 
 
 @dataclass

@@ -100,9 +100,7 @@ def predict(model: LandmarkModel, images: list[np.ndarray], preparation: FramePr
 
 
 def sim_to_real(args) -> dict:
-    model = LandmarkModel.load(args.model)
-    if args.mirror is not None:
-        model.mirror = args.mirror
+    model = LandmarkModel.load(args.model, args.mirror)
     ids, images, truth, each, spacing = load_folder(args.data)
     catalogue = load_catalogue()
     # bone-bright radiographs: padded as a collimator blade reads in them (and in the DRRs)

@@ -52,9 +52,7 @@ def main(argv=None):
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = LandmarkModel.load(args.model)
-    if args.mirror is not None:
-        model.mirror = args.mirror
+    model = LandmarkModel.load(args.model, args.mirror)
     template = mrml.polydata_points(read_skull_template(args.model))
     warp = TemplateWarp(template, np.asarray(model.card["template_landmarks_ras"]))  # once per model
     stream = frames(32)
