@@ -13,7 +13,7 @@ from FluoroLandmarksLib.metrics import landmark_report
 from FluoroLandmarksLib.network import (OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, aggregate_passes, densified,
                                          gaussian_blur, mirrored,
                                          landmark_loss, patch_targets)
-from FluoroLandmarksLib.population import Deformation, HeadPopulation
+from FluoroLandmarksLib.population import Deformation, HeadPopulation, ShapeVariation
 from FluoroLandmarksLib.shape import ThinPlateSpline, warp_template
 
 
@@ -252,6 +252,9 @@ def test_deformation_inverse():
     d = Deformation.random(rng, np.zeros(3), box)
     points = rng.uniform(-80, 80, size=(50, 3))
     assert np.abs(d.to_template(d.to_variant(points)) - points).max() < 1e-3
+    wide = ShapeVariation((0.85, 1.15), 15.0)  # the largest field the option allows
+    d = Deformation.random(rng, np.zeros(3), box, wide.scale, elastic_mm=wide.elastic_mm)
+    assert np.abs(d.to_template(d.to_variant(points)) - points).max() < 0.05
 
 
 def test_dataset_label_lies_on_the_rendered_bead_of_a_deformed_head():

@@ -104,6 +104,27 @@ def test_dataset_cephalogram_share_draws_lateral_views_and_is_checked(tmp_path, 
     assert not (tmp_path / "bad").exists()
 
 
+def test_dataset_shape_variation_is_recorded_applied_and_checked(tmp_path, capsys):
+    def make(name, *options):
+        return cli.main(["make-dataset", "--ct", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--count", "2",
+                         "--seed", "5", "--per-variant", "1", "--workers", "1", *options, "--out", str(tmp_path / name)])
+
+    assert make("wide", "--scale-range", "0.7", "0.75", "--elastic-mm", "12") == 0
+    meta, data = load_dataset(tmp_path / "wide", keys=("def_matrix", "def_field"))
+    assert meta["scale_range"] == [0.7, 0.75] and meta["elastic_mm"] == 12.0
+    # |det| of the variant->template matrix = the product of the three scale factors (rotation and small shear aside)
+    assert np.all(np.abs(np.linalg.det(data["def_matrix"])) < 0.75 ** 3 * 1.01)
+    assert np.abs(data["def_field"]).max() > 6.0  # nodes sd 6 mm: 2 x 27 x 3 interior values
+    assert make("default") == 0
+    meta, data = load_dataset(tmp_path / "default", keys=("def_matrix",))
+    assert meta["scale_range"] == [0.9, 1.1] and meta["elastic_mm"] == 3.0
+    assert np.all(np.abs(np.linalg.det(data["def_matrix"])) > 0.9 ** 3 * 0.99)
+    capsys.readouterr()
+    assert make("bad", "--elastic-mm", "20") == 2 and "within 0..15 mm" in capsys.readouterr().err
+    assert make("bad", "--scale-range", "1.2", "0.8") == 2 and "lo <= hi" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_training_on_two_dataset_folders_uses_both(tiny_model, tmp_path):
     card = json.loads((tiny_model / "model" / "model_card.json").read_text())
     assert card["data"]["samples"] == 48 and card["data"]["seed"] == [1, 2]

@@ -81,13 +81,15 @@ def run_drr(args) -> list[Path]:
 def run_make_dataset(args) -> dict:
     from .dataset import write_dataset
     from .headless import read_ct_and_landmarks
+    from .population import ShapeVariation
 
+    variation = ShapeVariation(tuple(args.scale_range), args.elastic_mm)
     hu, ijk_to_ras, labels, points = read_ct_and_landmarks(args.ct, args.landmarks)
     if not labels:
         raise ValueError(f"{args.landmarks} has no landmarks")
     meta = write_dataset(hu, ijk_to_ras, labels, points, args.count, args.seed, args.out, per_variant=args.per_variant,
                          vessel_probability=args.vessel_share, coarse=args.coarse, lower_head_mm=args.lower_head,
-                         workers=args.workers, cephalogram_share=args.cephalogram_share,
+                         workers=args.workers, cephalogram_share=args.cephalogram_share, variation=variation,
                          progress=lambda m: print(m, end="\r", flush=True))
     print(f"\nwrote {meta['samples']} samples ({meta['shards']} head variants) to {args.out} in "
           f"{meta['seconds']:.1f} s: {meta['samples_per_second']:.1f} samples/s with {args.workers} worker(s)")
@@ -493,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--cephalogram-share", type=float, default=0.0, metavar="F",
                       help="share of the views drawn as lateral radiographs (cephalogram-like: lateral, head in the "
                            "field, low magnification, high dose, bone bright) instead of from the whole C-arm range")
+    make.add_argument("--scale-range", type=float, nargs=2, default=(0.9, 1.1), metavar=("LO", "HI"),
+                      help="per-axis scale factors of the head variants, drawn uniformly (default 0.9 1.1)")
+    make.add_argument("--elastic-mm", type=float, default=3.0, metavar="MM",
+                      help="elastic deformation of the head variants: grid nodes (about 60 mm apart) move by "
+                           "N(0, (MM/2)^2) mm per axis (default 3; at most 15)")
     make.add_argument("--workers", type=int, default=2,
                       help="processes drawing head variants (the output does not depend on it; default: 2 cores)")
     make.add_argument("--out", required=True, help="output folder")

@@ -31,7 +31,7 @@ from .drr import DRRRenderer, detector_image, hu_to_mu
 from .geometry import CArmGeometry, Collimation
 from .lower_head import LowerHead
 from .network import gaussian_blur
-from .population import Deformation, HeadPopulation
+from .population import Deformation, HeadPopulation, ShapeVariation
 
 IMAGE_SIZE = 256
 COLLIMATION_SHAPES = ("none", "rect", "circle")
@@ -171,7 +171,7 @@ def _coarse_field(c: Collimation, factor: int, margin_px: float = 1.5) -> Collim
 def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], points_ras: np.ndarray, count: int,
                   seed: int, out: str | os.PathLike, per_variant: int = 64, vessel_probability: float = 0.3,
                   coarse: int = 2, lower_head_mm: float = 0.0, workers: int = 1, cephalogram_share: float = 0.0,
-                  progress=print) -> dict:
+                  variation: ShapeVariation = ShapeVariation(), progress=print) -> dict:
     """Write ``count`` samples (``per_variant`` views of each random head variant) as shards in
     ``out``; returns the metadata incl. "samples_per_second". ``coarse``: the head variants are
     built on a grid and the rays traced on a detector that many times coarser (1 = full resolution).
@@ -180,7 +180,8 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
     from its own random stream (child n of ``seed``), so the output does not depend on ``workers``
     (processes, one torch thread each) and a larger ``count`` extends a smaller one.
     ``cephalogram_share``: the share of views drawn as lateral radiographs (CEPHALOGRAM_VIEWS and
-    :func:`appearance`'s radiograph look) instead of from the whole C-arm range."""
+    :func:`appearance`'s radiograph look) instead of from the whole C-arm range. ``variation``: how
+    far the head variants' shapes depart from the CT's."""
     if count < 1:
         raise ValueError("count must be >= 1")
     if not 0.0 <= cephalogram_share <= 1.0:
@@ -190,7 +191,7 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lower_head = LowerHead.from_landmarks(list(labels), points_ras, lower_head_mm) if lower_head_mm > 0 else None
-    maker = _ShardMaker(HeadPopulation(hu, ijk_to_ras, points_ras, coarse, lower_head), vessel_probability, coarse,
+    maker = _ShardMaker(HeadPopulation(hu, ijk_to_ras, points_ras, coarse, lower_head, variation), vessel_probability, coarse,
                         cephalogram_share)
     sizes = [min(per_variant, count - first) for first in range(0, count, per_variant)]
     jobs = list(zip(sizes, np.random.SeedSequence(seed).spawn(len(sizes))))
@@ -202,8 +203,8 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
             progress(f"{written}/{count} samples, {written / (time.perf_counter() - start):.1f} samples/s")
     seconds = time.perf_counter() - start
     meta = dict(labels=list(labels), image_size=IMAGE_SIZE, coarse=coarse, lower_head_mm=lower_head_mm,
-                cephalogram_share=cephalogram_share,
-                samples=written, seed=seed, seconds=seconds, samples_per_second=written / seconds,
+                cephalogram_share=cephalogram_share, scale_range=list(variation.scale),
+                elastic_mm=variation.elastic_mm, samples=written, seed=seed, seconds=seconds, samples_per_second=written / seconds,
                 shards=len(sizes), workers=workers)
     _save_atomic(out / "dataset.json", meta)
     return meta

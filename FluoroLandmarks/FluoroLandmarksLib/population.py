@@ -24,6 +24,22 @@ def _rotation(rx: float, ry: float, rz: float) -> np.ndarray:
             @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]))
 
 
+@dataclass(frozen=True)
+class ShapeVariation:
+    """How far head variants depart from the template: per-axis scale factors drawn from ``scale``
+    (lo, hi) and an elastic field whose grid nodes move by N(0, (``elastic_mm`` / 2)²) mm per axis."""
+
+    scale: tuple[float, float] = (0.9, 1.1)
+    elastic_mm: float = 3.0
+
+    def __post_init__(self):
+        lo, hi = self.scale
+        if not 0.5 <= lo <= hi <= 1.5:
+            raise ValueError(f"scale range must satisfy 0.5 <= lo <= hi <= 1.5, not {self.scale}")
+        if not 0.0 <= self.elastic_mm <= 15.0:  # larger fields fold and the inverse no longer converges
+            raise ValueError(f"elastic deformation must be within 0..15 mm, not {self.elastic_mm}")
+
+
 @dataclass
 class Deformation:
     """Maps a variant's RAS points to the template's: x = A (y - c) + c + b + e(y), where e is a
@@ -88,12 +104,12 @@ class HeadVariant:
 
 class HeadPopulation:
     """Draws head variants of a template CT on a grid ``factor`` times coarser (default 2: the
-    DRRs of the training set are rendered from it); with ``lower_head`` each variant also gets a
-    random synthetic mandible and neck below the CT's inferior edge. ``centre`` (RAS mm) is the
+    DRRs of the training set are rendered from it), shaped as ``variation`` says; with ``lower_head``
+    each variant also gets a random synthetic mandible and neck below the CT's inferior edge. ``centre`` (RAS mm) is the
     CT's own centre either way."""
 
     def __init__(self, hu: np.ndarray, ijk_to_ras: np.ndarray, landmarks_ras: np.ndarray, factor: int = 2,
-                 lower_head: LowerHead | None = None):
+                 lower_head: LowerHead | None = None, variation: ShapeVariation = ShapeVariation()):
         hu_t = torch.from_numpy(np.asarray(hu, np.float32))[None, None]
         self._template = (F.avg_pool3d(hu_t, factor, ceil_mode=True) if factor > 1 else hu_t)[0, 0].numpy()
         half = (factor - 1) / 2.0
@@ -102,6 +118,7 @@ class HeadPopulation:
         self.ijk_to_ras = np.asarray(ijk_to_ras, float) @ scale  # coarse grid
         self.landmarks_ras = np.asarray(landmarks_ras, float)
         self.lower_head = lower_head
+        self.variation = variation
         self.centre = _box(self._template.shape, self.ijk_to_ras).mean(0)
 
     @property
@@ -113,7 +130,8 @@ class HeadPopulation:
         if self.lower_head is not None:
             template, ijk_to_ras = self.lower_head.extend(template, ijk_to_ras, rng)
         box = _box(template.shape, ijk_to_ras)
-        d = Deformation.identity(self.centre, box) if identity else Deformation.random(rng, self.centre, box)
+        d = (Deformation.identity(self.centre, box) if identity else
+             Deformation.random(rng, self.centre, box, self.variation.scale, elastic_mm=self.variation.elastic_mm))
         nk, nj, ni = template.shape
         kji = torch.meshgrid(torch.arange(nk), torch.arange(nj), torch.arange(ni), indexing="ij")
         ijk = torch.stack(kji[::-1], -1).reshape(-1, 3).float()
