@@ -31,7 +31,7 @@ from .drr import DRRRenderer, detector_image, hu_to_mu
 from .geometry import CArmGeometry, Collimation
 from .lower_head import LowerHead
 from .network import gaussian_blur
-from .population import Deformation, HeadPopulation, ShapeVariation
+from .population import DEFAULT_VARIATION, Deformation, HeadPopulation, ShapeVariation
 
 IMAGE_SIZE = 256
 COLLIMATION_SHAPES = ("none", "rect", "circle")
@@ -171,7 +171,7 @@ def _coarse_field(c: Collimation, factor: int, margin_px: float = 1.5) -> Collim
 def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], points_ras: np.ndarray, count: int,
                   seed: int, out: str | os.PathLike, per_variant: int = 64, vessel_probability: float = 0.3,
                   coarse: int = 2, lower_head_mm: float = 0.0, workers: int = 1, cephalogram_share: float = 0.0,
-                  variation: ShapeVariation = ShapeVariation(), progress=print) -> dict:
+                  variation: ShapeVariation = DEFAULT_VARIATION, progress=print) -> dict:
     """Write ``count`` samples (``per_variant`` views of each random head variant) as shards in
     ``out``; returns the metadata incl. "samples_per_second". ``coarse``: the head variants are
     built on a grid and the rays traced on a detector that many times coarser (1 = full resolution).

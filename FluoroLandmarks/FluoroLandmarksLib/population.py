@@ -40,6 +40,9 @@ class ShapeVariation:
             raise ValueError(f"elastic deformation must be within 0..15 mm, not {self.elastic_mm}")
 
 
+DEFAULT_VARIATION = ShapeVariation()
+
+
 @dataclass
 class Deformation:
     """Maps a variant's RAS points to the template's: x = A (y - c) + c + b + e(y), where e is a
@@ -109,7 +112,7 @@ class HeadPopulation:
     CT's own centre either way."""
 
     def __init__(self, hu: np.ndarray, ijk_to_ras: np.ndarray, landmarks_ras: np.ndarray, factor: int = 2,
-                 lower_head: LowerHead | None = None, variation: ShapeVariation = ShapeVariation()):
+                 lower_head: LowerHead | None = None, variation: ShapeVariation = DEFAULT_VARIATION):
         hu_t = torch.from_numpy(np.asarray(hu, np.float32))[None, None]
         self._template = (F.avg_pool3d(hu_t, factor, ceil_mode=True) if factor > 1 else hu_t)[0, 0].numpy()
         half = (factor - 1) / 2.0
