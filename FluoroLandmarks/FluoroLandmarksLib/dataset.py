@@ -191,8 +191,8 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lower_head = LowerHead.from_landmarks(list(labels), points_ras, lower_head_mm) if lower_head_mm > 0 else None
-    maker = _ShardMaker(HeadPopulation(hu, ijk_to_ras, points_ras, coarse, lower_head, variation), vessel_probability, coarse,
-                        cephalogram_share)
+    population = HeadPopulation(hu, ijk_to_ras, points_ras, coarse, lower_head, variation)
+    maker = _ShardMaker(population, vessel_probability, coarse, cephalogram_share)
     sizes = [min(per_variant, count - first) for first in range(0, count, per_variant)]
     jobs = list(zip(sizes, np.random.SeedSequence(seed).spawn(len(sizes))))
     start, written = time.perf_counter(), 0
@@ -204,8 +204,8 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
     seconds = time.perf_counter() - start
     meta = dict(labels=list(labels), image_size=IMAGE_SIZE, coarse=coarse, lower_head_mm=lower_head_mm,
                 cephalogram_share=cephalogram_share, scale_range=list(variation.scale),
-                elastic_mm=variation.elastic_mm, samples=written, seed=seed, seconds=seconds, samples_per_second=written / seconds,
-                shards=len(sizes), workers=workers)
+                elastic_mm=variation.elastic_mm, samples=written, seed=seed, seconds=seconds,
+                samples_per_second=written / seconds, shards=len(sizes), workers=workers)
     _save_atomic(out / "dataset.json", meta)
     return meta
 

@@ -107,9 +107,9 @@ class HeadVariant:
 
 class HeadPopulation:
     """Draws head variants of a template CT on a grid ``factor`` times coarser (default 2: the
-    DRRs of the training set are rendered from it), shaped as ``variation`` says; with ``lower_head``
-    each variant also gets a random synthetic mandible and neck below the CT's inferior edge. ``centre`` (RAS mm) is the
-    CT's own centre either way."""
+    DRRs of the training set are rendered from it), shaped as ``variation`` says; with
+    ``lower_head`` each variant also gets a random synthetic mandible and neck below the CT's
+    inferior edge. ``centre`` (RAS mm) is the CT's own centre either way."""
 
     def __init__(self, hu: np.ndarray, ijk_to_ras: np.ndarray, landmarks_ras: np.ndarray, factor: int = 2,
                  lower_head: LowerHead | None = None, variation: ShapeVariation = DEFAULT_VARIATION):
