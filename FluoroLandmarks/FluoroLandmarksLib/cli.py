@@ -81,9 +81,10 @@ def run_drr(args) -> list[Path]:
 def run_make_dataset(args) -> dict:
     from .dataset import write_dataset
     from .headless import read_ct_and_landmarks
-    from .population import ShapeVariation
+    from .population import DEFAULT_VARIATION, ShapeVariation
 
-    variation = ShapeVariation(tuple(args.scale_range), args.elastic_mm)
+    variation = ShapeVariation(tuple(args.scale_range) if args.scale_range else DEFAULT_VARIATION.scale,
+                               DEFAULT_VARIATION.elastic_mm if args.elastic_mm is None else args.elastic_mm)
     hu, ijk_to_ras, labels, points = read_ct_and_landmarks(args.ct, args.landmarks)
     if not labels:
         raise ValueError(f"{args.landmarks} has no landmarks")
@@ -495,9 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--cephalogram-share", type=float, default=0.0, metavar="F",
                       help="share of the views drawn as lateral radiographs (cephalogram-like: lateral, head in the "
                            "field, low magnification, high dose, bone bright) instead of from the whole C-arm range")
-    make.add_argument("--scale-range", type=float, nargs=2, default=(0.9, 1.1), metavar=("LO", "HI"),
+    make.add_argument("--scale-range", type=float, nargs=2, metavar=("LO", "HI"),
                       help="per-axis scale factors of the head variants, drawn uniformly (default 0.9 1.1)")
-    make.add_argument("--elastic-mm", type=float, default=3.0, metavar="MM",
+    make.add_argument("--elastic-mm", type=float, metavar="MM",
                       help="elastic deformation of the head variants: grid nodes (about 60 mm apart) move by "
                            "N(0, (MM/2)^2) mm per axis (default 3; at most 15)")
     make.add_argument("--workers", type=int, default=2,

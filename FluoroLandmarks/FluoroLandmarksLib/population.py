@@ -36,7 +36,7 @@ class ShapeVariation:
         lo, hi = self.scale
         if not 0.5 <= lo <= hi <= 1.5:
             raise ValueError(f"scale range must satisfy 0.5 <= lo <= hi <= 1.5, not {self.scale}")
-        if not 0.0 <= self.elastic_mm <= 15.0:  # larger fields fold and the inverse no longer converges
+        if not 0.0 <= self.elastic_mm <= 15.0:  # the fixed-point inverse is tested up to 15 mm
             raise ValueError(f"elastic deformation must be within 0..15 mm, not {self.elastic_mm}")
 
 
