@@ -2,6 +2,7 @@
 proximal cut), metrics, calibration fit and its errors, input checks, body box, boundary snapping,
 patches, model files."""
 
+import copy
 import json
 
 import numpy as np
@@ -16,7 +17,7 @@ from FemurSegmentLib.evaluation import reference_sides
 from FemurSegmentLib.inference import labels_from_probability
 from FemurSegmentLib.metrics import hd95, overlap, r_squared
 from FemurSegmentLib.model import FemurModel
-from FemurSegmentLib.network import SmallVNet
+from FemurSegmentLib.network import SmallVNet, for_inference
 from FemurSegmentLib.training import PATCH, Case, sample_patch
 from FemurSegmentLib.volumes import InputError, body_box, check_ct
 
@@ -151,6 +152,26 @@ def test_network_shapes():
     net = SmallVNet().eval()
     with torch.no_grad():
         assert net(torch.zeros(1, 1, 16, 32, 24)).shape == (1, 2, 16, 32, 24)
+
+
+def test_inference_copy_folds_batch_norm_and_computes_the_same_function():
+    torch.manual_seed(0)
+    net = SmallVNet()
+    for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)):  # statistics far from identity
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.2, 3), bn.weight.data.uniform_(0.5, 2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fused = for_inference(net)
+    count = lambda m: sum(isinstance(x, torch.nn.BatchNorm3d) for x in m.modules())  # noqa: E731
+    assert count(fused) < count(net) // 2  # the convolutions' BatchNorms are gone
+    assert net.training and all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # net untouched
+    x = torch.randn(1, 1, 16, 32, 24)
+    with torch.no_grad():
+        expected = net.eval()(x)
+        assert torch.allclose(fused(x.contiguous(memory_format=torch.channels_last_3d)), expected, atol=1e-4)
+        identity = copy.deepcopy(net)  # the same convolutions with identity BatchNorms: a different function
+        for bn in (m for m in identity.modules() if isinstance(m, torch.nn.BatchNorm3d)):
+            bn.reset_running_stats(), bn.reset_parameters()
+        assert not torch.allclose(identity(x), expected, atol=1e-2)
 
 
 def test_model_round_trip_and_tampered_weights(tmp_path):

@@ -20,6 +20,7 @@ from monai.inferers import sliding_window_inference
 from . import anatomy
 from .boundary import close_notches, snap_to_cortex
 from .model import FemurModel
+from .network import for_inference
 from .volumes import InputError, body_box, check_ct, normalize, resample, working_grid
 
 # Sliding windows of 48 working-grid slices (72 mm) spanning the body's whole cross-section (up to
@@ -88,8 +89,7 @@ class _Windows:
         """Femur probability [k, j, i] of ``model`` on ``x`` [1, 1, k, j, i]; with ``mirror`` the mean
         with its pass on the left-right mirrored input (the working grid is LPS-aligned: i runs right
         to left)."""
-        # channels-last 3D: oneDNN's faster layout for these 5x5x5 convolutions on CPU (same weights)
-        net = model.net.to(memory_format=torch.channels_last_3d)
+        net = for_inference(model.net)
 
         def predictor(window: torch.Tensor) -> torch.Tensor:
             if self.progress and self.progress(0.2 + 0.6 * min(self.done / self.total, 1.0), "network") is False:
