@@ -7,7 +7,7 @@ import torch
 
 from FluoroLandmarksLib.dataset import labels_for, random_geometry, render_coarse
 from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu
-from FluoroLandmarksLib.inference import FramePreparation, to_network_frame
+from FluoroLandmarksLib.inference import FramePreparation, refine_local, to_network_frame
 from FluoroLandmarksLib.landmarks import mirror_permutation
 from FluoroLandmarksLib.metrics import landmark_report
 from FluoroLandmarksLib.network import (OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, aggregate_passes, densified,
@@ -68,6 +68,30 @@ def test_a_non_square_frame_is_padded_with_edges_or_a_collimator_value():
             FramePreparation(**bad)
     # the network pixel over input pixel (row 10, column 20) maps back to it
     assert np.allclose(np.array([20 + 0.5, 10 + 32 + 0.5]) / scale - 0.5, (np.array([20, 10]) + offset) / scale)
+
+
+def test_a_finer_local_frame_maps_to_the_same_input_pixels():
+    image = np.zeros((300, 200), np.float32)
+    image[120:124, 80:84] = 1.0  # a bright square centred on input pixel (u, v) = (81.5, 121.5)
+    for size in (256, 768):
+        frame, scale, offset = to_network_frame(image, size=size)
+        assert frame.shape == (size, size) and np.isclose(scale, 300 / size)
+        v, u = np.unravel_index(np.argmax(gaussian_blur(torch.from_numpy(frame)[None, None], 2.0)[0, 0]), frame.shape)
+        assert np.allclose(np.array([u, v]) * scale - offset, [81.5, 121.5], atol=1.5 * scale)
+
+
+def test_refine_local_replaces_only_chosen_landmarks_inside_the_frame():
+    torch.manual_seed(0)
+    net = PatchFCNN(3, widths=(8, 8, 8, 8), strides=(1, 2, 2, 2), displacement_scale=16.0).eval()
+    frames = torch.randn(2, 1, 96, 160)  # a non-square frame
+    uv = torch.tensor([[[40.0, 30.0], [150.0, 90.0], [100.0, 50.0]],
+                       [[170.0, 30.0], [20.0, 80.0], [60.0, 50.0]]])  # (1, 0): u beyond the 160 columns
+    chosen = torch.tensor([True, True, False])
+    with torch.no_grad():
+        refined = refine_local(net, frames, uv, chosen)
+    changed = (refined != uv).any(-1)
+    assert changed.tolist() == [[True, True, False], [False, True, False]]
+    assert ((refined[changed] - uv[changed]).abs() < 48).all()  # estimates stay within the 64-px crop around the start
 
 
 def test_bf16_autocast_keeps_the_head_and_weights_in_float32():

@@ -121,8 +121,10 @@ class Detection:
     xyz_ras: np.ndarray
 
 
-def to_network_frame(image: np.ndarray, fill: float | None = None) -> tuple[np.ndarray, float, np.ndarray]:
-    """Pad a (rows, columns) image to a square and resize it to IMAGE_SIZE. The padding repeats
+def to_network_frame(image: np.ndarray, fill: float | None = None,
+                     size: int = IMAGE_SIZE) -> tuple[np.ndarray, float, np.ndarray]:
+    """Pad a (rows, columns) image to a square and resize it to ``size`` px (the network's
+    IMAGE_SIZE; a multiple of it for a finer local frame). The padding repeats
     the edge values, or is the constant ``fill``: the value a collimator blade reads in the image
     (training DRRs read their brightest value there if bone is bright, their darkest if bone is dark).
     Returns the image, the scale (input px per network px) and the offset (px) so that
@@ -135,11 +137,11 @@ def to_network_frame(image: np.ndarray, fill: float | None = None) -> tuple[np.n
     pad_v, pad_u = (side - rows) // 2, (side - cols) // 2
     pad = ((pad_v, side - rows - pad_v), (pad_u, side - cols - pad_u))
     square = np.pad(image, pad, mode="edge") if fill is None else np.pad(image, pad, constant_values=fill)
-    if side != IMAGE_SIZE:
+    if side != size:
         t = torch.from_numpy(square)[None, None]
-        square = F.interpolate(t, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False,
-                               antialias=side > IMAGE_SIZE)[0, 0].numpy()
-    scale = side / IMAGE_SIZE
+        square = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                               antialias=side > size)[0, 0].numpy()
+    scale = side / size
     # network pixel centre n maps to input pixel (n + 0.5) * scale - 0.5 - pad
     return square, scale, np.array([pad_u + 0.5 - 0.5 * scale, pad_v + 0.5 - 0.5 * scale])
 
@@ -166,19 +168,27 @@ def predict_network_frame(model: LandmarkModel, images: np.ndarray, blur_px: flo
     uv = est["uv"]
     if model.local_net is not None:
         refined_labels = model.labels if model.local_landmarks is None else model.local_landmarks
-        chosen = torch.tensor([label in refined_labels for label in model.labels])
-        inside = (((uv >= -0.5) & (uv <= IMAGE_SIZE - 0.5)).all(-1) & chosen).reshape(-1)
-        if inside.any():
-            patches, origin = crops(x, uv)
-            keep = inside.nonzero()[:, 0]
-            n_landmarks = uv.shape[1]
-            out = model.local_net(patches[keep])[torch.arange(len(keep)), keep % n_landmarks][:, None]
-            refined = aggregate(out, model.local_net.stride)["uv"][:, 0] + origin[keep]
-            uv = uv.reshape(-1, 2).clone()
-            uv[keep] = refined
-            uv = uv.reshape(est["uv"].shape)
+        uv = refine_local(model.local_net, x, uv, torch.tensor([label in refined_labels for label in model.labels]))
     return dict(uv=uv.numpy(), depth_offset=est["depth_offset"].numpy() * DEPTH_UNIT_MM,
                 confidence=est["presence"].numpy())
+
+
+def refine_local(local_net: PatchFCNN, frames: torch.Tensor, uv: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """The local stage: each ``chosen`` (L,) landmark estimated inside its frame re-estimated by
+    ``local_net`` on the crop around it. ``frames`` (B, 1, H, W) normalized images and ``uv`` (B, L, 2)
+    px in the same frame (the network frame, or a finer one for a local network trained at that
+    resolution); returns the refined (B, L, 2) px, the others unchanged."""
+    height, width = frames.shape[-2:]
+    inside = (((uv >= -0.5) & (uv[..., :1] <= width - 0.5) & (uv[..., 1:] <= height - 0.5)).all(-1)
+              & chosen).reshape(-1)
+    if not inside.any():
+        return uv
+    patches, origin = crops(frames, uv)
+    keep = inside.nonzero()[:, 0]
+    out = local_net(patches[keep])[torch.arange(len(keep)), keep % uv.shape[1]][:, None]
+    refined = uv.reshape(-1, 2).clone()
+    refined[keep] = aggregate(out, local_net.stride)["uv"][:, 0] + origin[keep]
+    return refined.reshape(uv.shape)
 
 
 def place(model: LandmarkModel, uv: np.ndarray, depth_offset_mm: np.ndarray, confidence: np.ndarray,

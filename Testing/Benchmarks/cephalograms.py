@@ -27,10 +27,12 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "FluoroLandmarks"))
+from FluoroLandmarksLib.dataset import IMAGE_SIZE  # noqa: E402
 from FluoroLandmarksLib.inference import (DRR_FRAME, REAL_IMAGE_BLUR_PX, SHIPPED_MODEL,  # noqa: E402
-                                          FramePreparation, LandmarkModel, predict_network_frame, to_network_frame)
+                                          FramePreparation, LandmarkModel, predict_network_frame, refine_local,
+                                          to_network_frame)
 from FluoroLandmarksLib.landmarks import load_catalogue  # noqa: E402
-from FluoroLandmarksLib.training import train_global, train_local  # noqa: E402
+from FluoroLandmarksLib.training import normalize, train_global, train_local  # noqa: E402
 
 ISBI = ["sella", "nasion", "orbitale", "porion", "subspinale_A_point", "supramentale_B_point", "pogonion", "menton",
         "gnathion", "gonion", "lower_incisal_incision", "upper_incisal_incision", "upper_lip", "lower_lip",
@@ -90,12 +92,23 @@ def inter_annotator(each: np.ndarray, spacing: np.ndarray) -> dict:
     return sdr_table(np.linalg.norm(each[0] - each[1], axis=-1) * spacing[:, None], ISBI)
 
 
-def predict(model: LandmarkModel, images: list[np.ndarray], preparation: FramePreparation = DRR_FRAME) -> np.ndarray:
-    """(N, 19 or L, 2) px, each image padded and blurred as ``preparation`` says (as detect does)."""
+def predict(model: LandmarkModel, images: list[np.ndarray], preparation: FramePreparation = DRR_FRAME,
+            local: tuple | None = None) -> np.ndarray:
+    """(N, 19 or L, 2) px, each image padded and blurred as ``preparation`` says (as detect does).
+    ``local`` = (network, zoom): every estimate refined by that local network on a frame ``zoom``
+    times finer than the network frame, resampled from the original image."""
     out = []
     for image in images:
         square, scale, offset = to_network_frame(image, preparation.fill(image))
-        out.append(predict_network_frame(model, square[None], preparation.blur_px)["uv"][0] * scale - offset)
+        uv = predict_network_frame(model, square[None], preparation.blur_px)["uv"][0] * scale - offset
+        if local is not None:
+            net, zoom = local
+            fine, fine_scale, fine_offset = to_network_frame(image, preparation.fill(image), IMAGE_SIZE * zoom)
+            start = torch.from_numpy((uv + fine_offset) / fine_scale).float()[None]
+            with torch.no_grad():
+                refined = refine_local(net, normalize(fine[None]), start, torch.ones(uv.shape[0], dtype=torch.bool))
+            uv = refined[0].numpy() * fine_scale - fine_offset
+        out.append(uv)
     return np.stack(out)
 
 
@@ -126,11 +139,12 @@ def sim_to_real(args) -> dict:
                 sdr_4mm=result["overall"]["sdr_4mm"])
 
 
-def augmented_set(images, truth, copies: int, rng) -> dict:
-    """Network-frame (256 px) training images with random affine + intensity augmentation."""
+def augmented_set(images, truth, copies: int, rng, size: int = IMAGE_SIZE) -> dict:
+    """Training images of ``size`` px (the network frame, or a finer local frame) with random affine +
+    intensity augmentation."""
     out_images, out_uv = [], []
     for image, uv in zip(images, truth):
-        square, scale, offset = to_network_frame(image)
+        square, scale, offset = to_network_frame(image, size=size)
         uv_net = (uv + offset) / scale
         base = torch.from_numpy(square)[None, None]
         for _ in range(copies):
@@ -138,18 +152,18 @@ def augmented_set(images, truth, copies: int, rng) -> dict:
             shift = rng.uniform(-0.08, 0.08, 2)
             a = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) / zoom
             theta = torch.tensor(np.concatenate([a, shift[:, None]], 1), dtype=torch.float32)[None]
-            grid = F.affine_grid(theta, (1, 1, 256, 256), align_corners=False)
+            grid = F.affine_grid(theta, (1, 1, size, size), align_corners=False)
             warped = F.grid_sample(base, grid, align_corners=False, padding_mode="border")[0, 0].numpy()
             # output normalised coordinate x_out maps to input a x_out + shift: invert for landmarks
-            norm_in = (uv_net + 0.5) / 128.0 - 1.0
+            norm_in = (uv_net + 0.5) / (size / 2) - 1.0
             norm_out = (norm_in - shift) @ np.linalg.inv(a).T
             lo, hi = np.percentile(warped, [1, 99])
             w = np.clip((warped - lo) / max(hi - lo, 1e-6), 0, 1) ** rng.uniform(0.7, 1.4)
             out_images.append((w * 255).astype(np.uint8))
-            out_uv.append((norm_out + 1.0) * 128.0 - 0.5)
+            out_uv.append((norm_out + 1.0) * (size / 2) - 0.5)
     uv = np.stack(out_uv).astype(np.float32)
     return dict(images=np.stack(out_images), uv=uv,
-                in_image=((uv >= 0) & (uv <= 255)).all(-1))
+                in_image=((uv >= 0) & (uv <= size - 1)).all(-1))
 
 
 def train_and_test(train, test, args, rng, log) -> np.ndarray:
@@ -157,10 +171,16 @@ def train_and_test(train, test, args, rng, log) -> np.ndarray:
     keep = np.isfinite(truth).all(axis=(1, 2))
     data = augmented_set([im for im, k in zip(images, keep) if k], truth[keep], args.copies, rng)
     global_net, _ = train_global(data, len(ISBI), args.global_steps, batch=16, log=log, architecture=CEPH_ARCHITECTURE)
+    if args.local_zoom > 1:  # Noothout et al.'s local stage: crops at a finer resolution than the global network's
+        data = augmented_set([im for im, k in zip(images, keep) if k], truth[keep], args.local_copies, rng,
+                             IMAGE_SIZE * args.local_zoom)
     local_net, _ = train_local(data, len(ISBI), args.local_steps, log=log)
-    model = LandmarkModel(ISBI, global_net, local_net, {})
     _, test_images, test_truth, _, test_spacing = test
-    return np.linalg.norm(predict(model, test_images) - test_truth, axis=-1) * test_spacing[:, None]
+    if args.local_zoom > 1:
+        pred = predict(LandmarkModel(ISBI, global_net, None, {}), test_images, local=(local_net, args.local_zoom))
+    else:
+        pred = predict(LandmarkModel(ISBI, global_net, local_net, {}), test_images)
+    return np.linalg.norm(pred - test_truth, axis=-1) * test_spacing[:, None]
 
 
 def real_training(args) -> dict:
@@ -189,8 +209,9 @@ def real_training(args) -> dict:
     result = sdr_table(errors, ISBI)
     inter = inter_annotator(each, spacing)
     minutes = (time.perf_counter() - start) / 60
-    print_table(f"{title}; CPU training + testing {minutes:.1f} min", result, inter)
-    return dict(mode="real_training", minutes=minutes, **result, inter_annotator=inter["overall"],
+    print_table(f"{title}; local stage at {args.local_zoom} x the network frame's resolution; CPU training + "
+                f"testing {minutes:.1f} min", result, inter)
+    return dict(mode="real_training", minutes=minutes, local_zoom=args.local_zoom, **result, inter_annotator=inter["overall"],
                 mre_mm=result["overall"]["mre_mm"], sdr_2mm=result["overall"]["sdr_2mm"],
                 sdr_4mm=result["overall"]["sdr_4mm"])
 
@@ -213,6 +234,11 @@ def main(argv=None):
     parser.add_argument("--copies", type=int, default=40, help="augmented copies per training image")
     parser.add_argument("--global-steps", type=int, default=1500)
     parser.add_argument("--local-steps", type=int, default=600)
+    parser.add_argument("--local-zoom", type=int, default=1,
+                        help="the local stage's crops this many times finer than the 256-px network frame, "
+                             "resampled from the original image (1: crops of the network frame)")
+    parser.add_argument("--local-copies", type=int, default=20,
+                        help="augmented copies per training image for a finer local stage (--local-zoom > 1)")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
