@@ -2,7 +2,7 @@
 trained on real images (Noothout et al.'s cephalometric experiment).
 
     python Testing/Benchmarks/cephalograms.py --data DIR [--model DIR] [--input-blur PX] [--edge-padding] [--[no-]mirror] [--json FILE]
-    python Testing/Benchmarks/cephalograms.py --cv 5 --data DIR [--json FILE]
+    python Testing/Benchmarks/cephalograms.py --cv 5 --data DIR [--local-zoom Z] [--json FILE]
     python Testing/Benchmarks/cephalograms.py --train DIR --test DIR [--json FILE]
 
 DIR has the layout of ../shared/data/cephalograms (images/NNN.png, landmarks.csv with LabelMe
@@ -234,9 +234,9 @@ def main(argv=None):
     parser.add_argument("--copies", type=int, default=40, help="augmented copies per training image")
     parser.add_argument("--global-steps", type=int, default=1500)
     parser.add_argument("--local-steps", type=int, default=600)
-    parser.add_argument("--local-zoom", type=int, default=1,
+    parser.add_argument("--local-zoom", type=int, default=3,
                         help="the local stage's crops this many times finer than the 256-px network frame, "
-                             "resampled from the original image (1: crops of the network frame)")
+                             "resampled from the original image (1: crops of the network frame; README)")
     parser.add_argument("--local-copies", type=int, default=20,
                         help="augmented copies per training image for a finer local stage (--local-zoom > 1)")
     parser.add_argument("--verbose", action="store_true")
