@@ -49,6 +49,45 @@ def test_full_resolution_dataset_matches_the_coarse_labels(tmp_path):
     assert not np.array_equal(arrays[1]["images"], arrays[2]["images"])
 
 
+@pytest.fixture(scope="module")
+def zoom_sets(tmp_path_factory):
+    """The same 4 views (seed 5, no vessels) at zoom 1 and 2: (meta, arrays) each."""
+    root = tmp_path_factory.mktemp("zoom")
+    for zoom in (1, 2):
+        assert cli.main(["make-dataset", "--ct", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--count", "4",
+                         "--seed", "5", "--per-variant", "2", "--vessel-share", "0", "--zoom", str(zoom),
+                         "--workers", "1", "--out", str(root / f"z{zoom}")]) == 0
+    return root, [load_dataset(root / f"z{zoom}") for zoom in (1, 2)]
+
+
+def test_a_zoomed_dataset_has_the_same_views_at_finer_pixels(zoom_sets):
+    from FluoroLandmarksLib.dataset import geometry_from_arrays
+
+    _, ((meta1, one), (meta2, two)) = zoom_sets
+    assert (meta1["zoom"], meta1["image_size"], meta2["zoom"], meta2["image_size"]) == (1, 256, 2, 512)
+    assert two["images"].shape == (4, 512, 512) and (two["detector_px"] == 512).all()
+    assert np.allclose(two["spacing"], one["spacing"] / 2)
+    assert np.allclose((one["uv"] + 0.5) * 2 - 0.5, two["uv"], atol=1e-3)  # pixel centre u -> (u + 0.5) 2 - 0.5
+    assert np.array_equal(one["in_image"], two["in_image"])
+    for n in range(4):  # the stored geometry is the finer detector's
+        uv, _ = geometry_from_arrays(two, n).project(two["xyz_ras"][n])
+        assert np.allclose(uv, two["uv"][n], atol=1e-3)
+    # each shard's first image draws the same appearance: 2 x 2 binning gives back the 256-px image
+    binned = two["images"].astype(float).reshape(4, 256, 2, 256, 2).mean((2, 4))
+    for n in (0, 2):
+        assert np.corrcoef(binned[n].ravel(), one["images"][n].astype(float).ravel())[0, 1] > 0.9
+
+
+def test_a_collimated_field_scales_with_the_pixels():
+    from FluoroLandmarksLib.geometry import Collimation
+
+    rect = Collimation("rect", (10.0, 20.0), (30.0, 40.0)).scaled(2)
+    assert rect.center_px == (20.5, 40.5) and rect.size_px == (60.0, 80.0)
+    circle = Collimation("circle", (9.5, 9.5), radius_px=5.0).scaled(0.5)
+    assert circle.center_px == (4.5, 4.5) and circle.radius_px == 2.5
+    assert Collimation().scaled(3) == Collimation()
+
+
 def test_dataset_does_not_depend_on_the_workers_and_a_larger_count_extends_a_smaller_one(tmp_path):
     def make(name, count, workers):
         assert cli.main(["make-dataset", "--ct", str(SAMPLE_CT), "--landmarks", str(SAMPLE_LANDMARKS), "--count",
@@ -285,6 +324,57 @@ def test_local_refinement_only_for_the_landmarks_it_improved(tiny_model):
     plain = predict_network_frame(replace(model, local_net=None), data["images"][:4])["uv"]
     assert np.array_equal(refined[:, 5:], plain[:, 5:])
     assert not np.array_equal(refined[:, :5], plain[:, :5])
+
+
+def test_add_local_trains_a_local_stage_on_a_finer_frame(tiny_model, zoom_sets, tmp_path, capsys):
+    root, _ = zoom_sets
+    out = tmp_path / "zoomed"
+    assert cli.main(["add-local", "--model", str(tiny_model / "model"), "--data", str(root / "z2"), "--val",
+                     str(root / "z2"), "--steps", "3", "--out", str(out)]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["local_zoom"] == 2 and card["local_training"]["steps"] == 3 and "metrics" not in card
+    assert card["local_landmarks"] == card["local_selection"]["local_landmarks"]
+    model = LandmarkModel.load(out)
+    assert model.local_zoom == 2 and model.global_net.state_dict().keys() == LandmarkModel.load(
+        tiny_model / "model").global_net.state_dict().keys()
+    report = tmp_path / "eval.json"
+    assert cli.main(["evaluate", "--model", str(out), "--data", str(root / "z2"), "--json", str(report)]) == 0
+    assert np.isfinite(json.loads(report.read_text())["mre_2d_mm"])
+    assert cli.main(["add-local", "--model", str(out), "--data", str(root / "z2"), "--steps", "1",
+                     "--out", str(out)]) == 2  # never over the model it starts from
+    assert "--out must differ" in capsys.readouterr().err
+
+
+def test_a_zoomed_local_stage_crops_the_finer_frame_at_the_global_estimates(tiny_model):
+    from FluoroLandmarksLib.inference import resized
+    from FluoroLandmarksLib.network import aggregate
+
+    model = LandmarkModel.load(tiny_model / "model")
+    _, data = load_dataset(tiny_model / "test", keys=("images",))
+    images = data["images"][:2]
+    model.local_zoom, model.local_landmarks = 2, None
+    start = predict_network_frame(replace(model, local_net=None), images)["uv"]
+    # with a zero head every crop's estimate is the crop's own (input-independent) aggregate e0
+    with torch.no_grad():
+        model.local_net.head.weight.zero_()
+        model.local_net.head.bias.zero_()
+        e0 = aggregate(model.local_net(torch.zeros(1, 1, 64, 64)), model.local_net.stride)["uv"][0].numpy()
+    refined = predict_network_frame(model, images)["uv"]
+    fine = (start + 0.5) * 2 - 0.5  # the global estimates in the 512-px frame
+    expected = (np.round(fine) - 32 + e0 + 0.5) / 2 - 0.5
+    inside = ((fine >= -0.5) & (fine <= 511.5)).all(-1)
+    assert inside.any()
+    assert np.allclose(refined[inside], expected[inside], atol=1e-3)
+    assert np.array_equal(refined[~inside], start[~inside])
+    # and the local network reads the finer frame it is given (by default the images resampled)
+    torch.manual_seed(0)
+    model.local_net = type(model.local_net)(**model.local_net.config).eval()
+    with torch.no_grad():
+        model.local_net.head.weight.mul_(1000.0)  # a random network hardly depends on its input otherwise
+    up = resized(torch.from_numpy(images).float(), 512)
+    default = predict_network_frame(model, images)["uv"]
+    assert np.allclose(default, predict_network_frame(model, images, fine=up)["uv"], atol=1e-3)
+    assert np.abs(default - predict_network_frame(model, images, fine=up.flip(-1))["uv"]).max() > 0.1  # 100 x the tolerance above
 
 
 def test_evaluate_writes_the_required_keys(tiny_model, tmp_path):

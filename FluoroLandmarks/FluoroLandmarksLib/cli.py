@@ -91,7 +91,7 @@ def run_make_dataset(args) -> dict:
     meta = write_dataset(hu, ijk_to_ras, labels, points, args.count, args.seed, args.out, per_variant=args.per_variant,
                          vessel_probability=args.vessel_share, coarse=args.coarse, lower_head_mm=args.lower_head,
                          workers=args.workers, cephalogram_share=args.cephalogram_share, variation=variation,
-                         progress=lambda m: print(m, end="\r", flush=True))
+                         zoom=args.zoom, progress=lambda m: print(m, end="\r", flush=True))
     print(f"\nwrote {meta['samples']} samples ({meta['shards']} head variants) to {args.out} in "
           f"{meta['seconds']:.1f} s: {meta['samples_per_second']:.1f} samples/s with {args.workers} worker(s)")
     return meta
@@ -227,7 +227,7 @@ def run_train(args) -> Path:
         name="FluoroLandmarks global-to-local landmark FCNN",
         data=dict(meta, folder=" ".join(map(str, args.data)), template_ct=Path(args.template_ct).name,
                   note="synthetic DRRs of random head variants of the GPL-2 sample CT; no patient images"),
-        command="fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None,
+        command=_command(),
         training=dict(global_=g_info, local=l_info, seconds=seconds, threads=args.threads, device="cpu"),
         template_landmarks_ras=template_landmarks.tolist(),
         shape_model=dict(init.card["shape_model"], **_fit_settings()) if kept else _shape_card(shape, args.data))
@@ -283,18 +283,58 @@ def run_shape_model(args) -> Path:
     if list(meta["labels"]) != list(model.labels):
         raise ValueError("the dataset's landmarks differ from the model's")
     model.shape = ShapeModel.build(data["xyz_ras"], data["def_centre"], args.modes)
-    command = "fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None
-    model.save(args.model, dict(model.card, shape_model=dict(_shape_card(model.shape, args.data), command=command)))
+    model.save(args.model, dict(model.card, shape_model=dict(_shape_card(model.shape, args.data), command=_command())))
     print(f"shape model ({len(model.shape.variances)} modes, sd {np.sqrt(model.shape.variances[:3]).round(1)} ... mm) "
           f"from {len(data['xyz_ras'])} labelled samples written into {args.model}")
     return Path(args.model)
 
 
+def run_add_local(args) -> Path:
+    """A copy of a model with a local network trained on a dataset (of the same views at any --zoom:
+    the local network then reads that much finer a frame than the global one)."""
+    import torch
+
+    from .dataset import load_dataset
+    from .inference import LandmarkModel
+    from .training import train_local
+
+    model = LandmarkModel.load(args.model)
+    meta, data = load_dataset(args.data, keys=("images", "uv", "in_image"))
+    if list(meta["labels"]) != list(model.labels):
+        raise ValueError(f"{args.data}: its landmarks differ from the model's")
+    if Path(args.out).resolve() == Path(args.model).resolve():
+        raise ValueError("add-local writes a new model folder: --out must differ from --model")
+    torch.set_num_threads(args.threads)
+    model.local_net, info = train_local(data, len(model.labels), args.steps, lr=args.lr, seed=args.seed)
+    model.local_zoom, model.local_landmarks = int(meta.get("zoom", 1)), None
+    print(f"local network trained in {info['seconds'] / 60:.1f} min on {args.data} (zoom {model.local_zoom})")
+    card = {k: v for k, v in model.card.items() if k not in ("metrics", "sha256", "local_selection")}
+    card["local_training"] = dict(info, data=dict(meta, folder=str(args.data)), threads=args.threads, command=_command())
+    if args.val:
+        card["local_selection"] = _choose_local(model, args.val)
+    _copy_skull_template(args.model, args.out)
+    model.save(args.out, card)
+    print(f"model with a local stage written to {args.out}")
+    return Path(args.out)
+
+
+def _command() -> str | None:
+    return "fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None
+
+
+def _copy_skull_template(model_folder, out) -> None:
+    import shutil
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".skull_template.vtp.tmp"
+    shutil.copyfile(Path(model_folder) / "skull_template.vtp", tmp)
+    os.replace(tmp, out / "skull_template.vtp")
+
+
 def run_average(args) -> Path:
     """A model whose networks are the element-wise mean of the given models' (:func:`network.averaged`);
     shape model, skull template, fit settings and precision from the first model."""
-    import shutil
-
     from .inference import LandmarkModel
     from .network import averaged
 
@@ -304,23 +344,19 @@ def run_average(args) -> Path:
     first = models[0]
     if any(m.labels != first.labels for m in models):
         raise ValueError("the models' landmarks differ")
-    if any((m.local_net is None) != (first.local_net is None) for m in models):
-        raise ValueError("either all models or none must have a local network")
+    if any((m.local_net is None) != (first.local_net is None) or m.local_zoom != first.local_zoom for m in models):
+        raise ValueError("either all models or none must have a local network, of one resolution")
     global_net = averaged([m.global_net for m in models])
     local_net = averaged([m.local_net for m in models]) if first.local_net is not None else None
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    template = Path(args.models[0]) / "skull_template.vtp"
-    tmp = out / ".skull_template.vtp.tmp"
-    shutil.copyfile(template, tmp)
-    os.replace(tmp, out / "skull_template.vtp")
+    _copy_skull_template(args.models[0], out)
     card = {k: v for k, v in first.card.items() if k not in ("metrics", "sha256")}
     card["averaged_from"] = [dict(model=str(path), sha256=m.card["sha256"], command=m.card.get("command"),
                                   data=m.card.get("data"), training=m.card.get("training"))
                              for path, m in zip(args.models, models)]
-    card["command"] = "fluoro-landmarks " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("fluoro-landmarks") else None
+    card["command"] = _command()
     model = LandmarkModel(first.labels, global_net, local_net, {}, first.shape, first.local_landmarks, first.bf16,
-                          first.mirror)
+                          first.mirror, first.local_zoom)
     model.save(out, card)
     print(f"the mean of {len(models)} models written to {out}")
     return out
@@ -501,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--elastic-mm", type=float, metavar="MM",
                       help="elastic deformation of the head variants: grid nodes (about 60 mm apart) move by "
                            "N(0, (MM/2)^2) mm per axis (default 3; at most 15)")
+    make.add_argument("--zoom", type=int, choices=(1, 2, 3, 4), default=1,
+                      help="images of ZOOM x 256 px, ZOOM times finer pixels over the same views (default 1), e.g. "
+                           "for a local network on a finer frame (`add-local`); use with --coarse 1")
     make.add_argument("--workers", type=int, default=2,
                       help="processes drawing head variants (the output does not depend on it; default: 2 cores)")
     make.add_argument("--out", required=True, help="output folder")
@@ -565,6 +604,19 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_argument("--models", required=True, nargs="+", help="model folders; the first gives the shape model")
     average.add_argument("--out", required=True, help="model folder to write")
     average.set_defaults(func=run_average)
+
+    add_local = sub.add_parser("add-local", help="a copy of a model with a local refinement network trained on a "
+                                                 "dataset (a --zoom set: the local stage reads a finer frame)")
+    add_local.add_argument("--model", default=str(SHIPPED_MODEL), help="model folder (default: the shipped model)")
+    add_local.add_argument("--data", required=True, help="dataset folder from make-dataset (its zoom is the local frame's)")
+    add_local.add_argument("--out", required=True, help="model folder to write")
+    add_local.add_argument("--val", help="validation dataset folder (same zoom): refine locally only the landmarks "
+                                         "whose in-image error the local network lowers there (default: all)")
+    add_local.add_argument("--steps", type=int, default=3000)
+    add_local.add_argument("--lr", type=float, default=3e-3)
+    add_local.add_argument("--threads", type=int, default=2)
+    add_local.add_argument("--seed", type=int, default=0)
+    add_local.set_defaults(func=run_add_local)
 
     det = sub.add_parser("detect", help="landmarks, 3D landmarks, skull and eye-lens exposure of one 2D frame")
     det.add_argument("image", help="2D image: NRRD, NIfTI, PNG, TIFF or DICOM (XA/RF tags give the geometry)")

@@ -81,24 +81,27 @@ def random_geometry(rng: np.random.Generator, centre_ras: np.ndarray, r: ViewRan
 
 
 def appearance(line_integral: np.ndarray, g: CArmGeometry, rng: np.random.Generator,
-               cephalogram: bool = False) -> np.ndarray:
+               cephalogram: bool = False, zoom: int = 1) -> np.ndarray:
     """uint8 image from line integrals: quantum noise, blur, in half of the images unsharp masking
     (the edge enhancement of radiograph processing), window, gamma, inversion, noise. ``cephalogram``:
     a radiograph's look: a high dose (3000-100 000 photons per pixel), unsharp masking over 8-40 px in
     80 % of the images, dynamic range compression (0-50 % of a 16-48 px low-pass subtracted), a window
-    from the air up (soft tissue shown), gamma 0.7-1.2, bone bright, little additive noise."""
+    from the air up (soft tissue shown), gamma 0.7-1.2, bone bright, little additive noise.
+    ``zoom``: the detector has ``zoom`` times finer pixels (:func:`finer`) than the 256-px one these
+    figures are for; the same draws are scaled to it (blur and filter radii x zoom, photons per pixel
+    / zoom^2, additive noise SD x zoom), so ``zoom`` x ``zoom`` binning gives back the 256-px look."""
     dose = (3e3, 1e5) if cephalogram else (300.0, 3e4)
     photons = float(np.exp(rng.uniform(np.log(dose[0]), np.log(dose[1]))))
-    img = torch.from_numpy(detector_image(line_integral, g, photons, rng))[None, None]
+    img = torch.from_numpy(detector_image(line_integral, g, photons / zoom ** 2, rng))[None, None]
     sigma = rng.uniform(0.0, 1.2)
     if sigma > 0.3:
-        img = gaussian_blur(img, sigma)
+        img = gaussian_blur(img, sigma * zoom)
     if rng.random() < (0.8 if cephalogram else 0.5):
-        img = img + rng.uniform(0.5, 2.0) * (img - gaussian_blur(img, rng.uniform(*(8.0, 40.0) if cephalogram
-                                                                                 else (4.0, 16.0))))
+        radius = rng.uniform(*(8.0, 40.0) if cephalogram else (4.0, 16.0))
+        img = img + rng.uniform(0.5, 2.0) * (img - gaussian_blur(img, radius * zoom))
     head = img[0, 0].numpy() > 0.5  # window on the head, not the air around it
     if cephalogram:  # dynamic range compression, as radiograph processing does: the cranium greyer
-        img = img - rng.uniform(0.0, 0.5) * gaussian_blur(img, rng.uniform(16.0, 48.0))
+        img = img - rng.uniform(0.0, 0.5) * gaussian_blur(img, rng.uniform(16.0, 48.0) * zoom)
     img = img[0, 0].numpy()
     field = g.collimation.field(g.detector_size_px)
     inside = field if field.any() else np.ones_like(field)
@@ -111,7 +114,7 @@ def appearance(line_integral: np.ndarray, g: CArmGeometry, rng: np.random.Genera
     img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) ** rng.uniform(*((0.7, 1.2) if cephalogram else (0.6, 1.5)))
     if not cephalogram and rng.random() < 0.5:
         img = 1.0 - img  # fluoroscopy look: bone dark
-    img = img + rng.normal(0, rng.uniform(0, 0.01 if cephalogram else 0.04), img.shape)
+    img = img + rng.normal(0, rng.uniform(0, 0.01 if cephalogram else 0.04) * zoom, img.shape)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -129,17 +132,20 @@ def geometry_arrays(g: CArmGeometry) -> dict:
                 angles=np.array([g.primary_deg, g.secondary_deg], np.float32),
                 sid_sod=np.array([g.sid_mm, g.sod_mm], np.float32),
                 spacing=np.asarray(g.pixel_spacing_mm, np.float32),
+                detector_px=np.asarray(g.detector_size_px, np.int32),
                 collimation=np.array([COLLIMATION_SHAPES.index(c.shape), *c.center_px, *c.size_px, c.radius_px],
                                      np.float32))
 
 
-def geometry_from_arrays(a: dict, n: int, size: int = IMAGE_SIZE) -> CArmGeometry:
-    """Rebuild sample ``n``'s geometry from the arrays of :func:`geometry_arrays`."""
+def geometry_from_arrays(a: dict, n: int) -> CArmGeometry:
+    """Rebuild sample ``n``'s geometry from the arrays of :func:`geometry_arrays` (sets made before
+    ``detector_px`` was stored have 256-px detectors)."""
+    nu, nv = (int(x) for x in a["detector_px"][n]) if "detector_px" in a else (IMAGE_SIZE, IMAGE_SIZE)
     col = a["collimation"][n]
     collimation = Collimation(COLLIMATION_SHAPES[int(col[0])], (float(col[1]), float(col[2])),
                               (float(col[3]), float(col[4])), float(col[5]))
     return CArmGeometry(tuple(map(float, a["isocenter"][n])), float(a["angles"][n, 0]), float(a["angles"][n, 1]),
-                        float(a["sid_sod"][n, 0]), float(a["sid_sod"][n, 1]), (size, size),
+                        float(a["sid_sod"][n, 0]), float(a["sid_sod"][n, 1]), (nu, nv),
                         tuple(map(float, a["spacing"][n])), collimation)
 
 
@@ -158,20 +164,26 @@ def render_coarse(renderer: DRRRenderer, geometries: list[CArmGeometry], factor:
 
 
 def _coarse_field(c: Collimation, factor: int, margin_px: float = 1.5) -> Collimation:
-    """The field ``c`` on a ``factor`` times coarser detector (px centres (u + 0.5) / factor - 0.5),
-    grown by ``margin_px`` coarse px."""
-    if c.shape == "none":
-        return c
-    centre = tuple((x + 0.5) / factor - 0.5 for x in c.center_px)
+    """The field ``c`` on a ``factor`` times coarser detector, grown by ``margin_px`` coarse px."""
+    c = c.scaled(1.0 / factor)
     if c.shape == "rect":
-        return Collimation("rect", centre, tuple(x / factor + 2 * margin_px for x in c.size_px))
-    return Collimation("circle", centre, radius_px=c.radius_px / factor + margin_px)
+        return replace(c, size_px=tuple(x + 2 * margin_px for x in c.size_px))
+    return replace(c, radius_px=c.radius_px + margin_px) if c.shape == "circle" else c
+
+
+def finer(g: CArmGeometry, zoom: int) -> CArmGeometry:
+    """The view ``g`` on a detector with ``zoom`` times as many, ``zoom`` times smaller pixels per
+    side (same field of view; pixel centre u maps to (u + 0.5) * zoom - 0.5)."""
+    if zoom == 1:
+        return g
+    return replace(g, detector_size_px=tuple(n * zoom for n in g.detector_size_px),
+                   pixel_spacing_mm=tuple(s / zoom for s in g.pixel_spacing_mm), collimation=g.collimation.scaled(zoom))
 
 
 def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], points_ras: np.ndarray, count: int,
                   seed: int, out: str | os.PathLike, per_variant: int = 64, vessel_probability: float = 0.3,
                   coarse: int = 2, lower_head_mm: float = 0.0, workers: int = 1, cephalogram_share: float = 0.0,
-                  variation: ShapeVariation = DEFAULT_VARIATION, progress=print) -> dict:
+                  variation: ShapeVariation = DEFAULT_VARIATION, zoom: int = 1, progress=print) -> dict:
     """Write ``count`` samples (``per_variant`` views of each random head variant) as shards in
     ``out``; returns the metadata incl. "samples_per_second". ``coarse``: the head variants are
     built on a grid and the rays traced on a detector that many times coarser (1 = full resolution).
@@ -181,18 +193,22 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
     (processes, one torch thread each) and a larger ``count`` extends a smaller one.
     ``cephalogram_share``: the share of views drawn as lateral radiographs (CEPHALOGRAM_VIEWS and
     :func:`appearance`'s radiograph look) instead of from the whole C-arm range. ``variation``: how
-    far the head variants' shapes depart from the CT's."""
+    far the head variants' shapes depart from the CT's. ``zoom``: the images have ``zoom`` times
+    finer pixels (``zoom`` x 256 px, same views: :func:`finer`), e.g. for a local network that reads
+    a finer frame than the global one; the labels are in those pixels."""
     if count < 1:
         raise ValueError("count must be >= 1")
     if not 0.0 <= cephalogram_share <= 1.0:
         raise ValueError(f"cephalogram share must be within 0..1, not {cephalogram_share}")
     if workers < 1:
         raise ValueError("workers must be >= 1")
+    if zoom not in (1, 2, 3, 4):
+        raise ValueError(f"zoom must be 1, 2, 3 or 4, not {zoom}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lower_head = LowerHead.from_landmarks(list(labels), points_ras, lower_head_mm) if lower_head_mm > 0 else None
     population = HeadPopulation(hu, ijk_to_ras, points_ras, coarse, lower_head, variation)
-    maker = _ShardMaker(population, vessel_probability, coarse, cephalogram_share)
+    maker = _ShardMaker(population, vessel_probability, coarse, cephalogram_share, zoom)
     sizes = [min(per_variant, count - first) for first in range(0, count, per_variant)]
     jobs = list(zip(sizes, np.random.SeedSequence(seed).spawn(len(sizes))))
     start, written = time.perf_counter(), 0
@@ -202,7 +218,7 @@ def write_dataset(hu: np.ndarray, ijk_to_ras: np.ndarray, labels: list[str], poi
             written += len(arrays["uv"])
             progress(f"{written}/{count} samples, {written / (time.perf_counter() - start):.1f} samples/s")
     seconds = time.perf_counter() - start
-    meta = dict(labels=list(labels), image_size=IMAGE_SIZE, coarse=coarse, lower_head_mm=lower_head_mm,
+    meta = dict(labels=list(labels), image_size=IMAGE_SIZE * zoom, zoom=zoom, coarse=coarse, lower_head_mm=lower_head_mm,
                 cephalogram_share=cephalogram_share, scale_range=list(variation.scale),
                 elastic_mm=variation.elastic_mm, samples=written, seed=seed, seconds=seconds,
                 samples_per_second=written / seconds, shards=len(sizes), workers=workers)
@@ -218,6 +234,7 @@ class _ShardMaker:
     vessel_probability: float
     coarse: int
     cephalogram_share: float = 0.0
+    zoom: int = 1
 
     def __call__(self, job: tuple[int, np.random.SeedSequence]) -> dict:
         n, seed = job
@@ -226,14 +243,15 @@ class _ShardMaker:
         renderer = DRRRenderer(hu_to_mu(variant.hu), variant.ijk_to_ras)
         # no draw without a share: the same seeds give the same sets as before the option existed
         looks = rng.random(n) < self.cephalogram_share if self.cephalogram_share > 0 else np.zeros(n, bool)
-        geometries = [random_geometry(rng, self.population.centre, CEPHALOGRAM_VIEWS if c else ViewRanges())
-                      for c in looks]
+        geometries = [finer(random_geometry(rng, self.population.centre, CEPHALOGRAM_VIEWS if c else ViewRanges()),
+                            self.zoom) for c in looks]
         lines = render_coarse(renderer, geometries, self.coarse)
         arrays = _stacked_labels(geometries, variant.landmarks_ras)
         geo = [geometry_arrays(g) for g in geometries]
         arrays.update({key: np.stack([x[key] for x in geo]) for key in geo[0]})
         d = variant.deformation
-        arrays.update(images=np.stack([appearance(line, g, rng, c) for line, g, c in zip(lines, geometries, looks)]),
+        arrays.update(images=np.stack([appearance(line, g, rng, c, self.zoom)
+                                       for line, g, c in zip(lines, geometries, looks)]),
                       vessels=np.full(n, variant.vessels), def_matrix=d.matrix, def_centre=d.centre,
                       def_offset=d.offset, def_field=d.field, def_box=d.box)
         return arrays
@@ -303,7 +321,7 @@ def relabel_dataset(folder: str | os.PathLike, labels: list[str], points_ras: np
         d = Deformation(arrays["def_matrix"], arrays["def_centre"], arrays["def_offset"], arrays["def_field"],
                         arrays["def_box"])
         variant_points = d.to_variant(points_ras)
-        geometries = [geometry_from_arrays(arrays, n, meta["image_size"]) for n in range(len(arrays["uv"]))]
+        geometries = [geometry_from_arrays(arrays, n) for n in range(len(arrays["uv"]))]
         arrays.update(_stacked_labels(geometries, variant_points))
         _save_atomic(out / path.name, arrays)
     meta = dict(meta, relabelled=dict(from_folder=str(folder), landmarks=source))
@@ -323,6 +341,9 @@ def load_dataset(folders: str | os.PathLike | list, keys: tuple[str, ...] | None
         metas.append(json.loads(meta_path.read_text()))
         if metas[-1]["labels"] != metas[0]["labels"]:
             raise ValueError(f"{folder}: its landmark labels differ from those of {folders[0]}")
+        if metas[-1]["image_size"] != metas[0]["image_size"]:
+            raise ValueError(f"{folder}: its images are {metas[-1]['image_size']} px, those of {folders[0]} "
+                             f"{metas[0]['image_size']} px")
         for path in sorted(folder.glob("shard_*.npz")):
             with np.load(path) as z:
                 n = len(z["uv"])

@@ -7,9 +7,10 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import torch
 
-from .dataset import geometry_from_arrays
-from .inference import PRESENCE_THRESHOLD, LandmarkModel, place, place_views, predict_network_frame
+from .dataset import IMAGE_SIZE, geometry_from_arrays
+from .inference import PRESENCE_THRESHOLD, LandmarkModel, place, place_views, predict_network_frame, resized
 from .metrics import error_2d_mm, landmark_report, summary
 from .population import Deformation
 from .shape_model import HEAD_DEPTH_SD_MM
@@ -17,9 +18,18 @@ from .shape import TemplateWarp
 
 
 def predict_images(model: LandmarkModel, images: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
-    """:func:`predict_network_frame` over (N, 256, 256) images, ``batch`` at a time."""
-    parts = [predict_network_frame(model, images[s:s + batch]) for s in range(0, len(images), batch)]
-    return {key: np.concatenate([q[key] for q in parts]) for key in parts[0]}
+    """:func:`predict_network_frame` over (N, S, S) images (S = 256, or a multiple of it: a finer set that
+    is resampled to the network frame, and read as it is by a local network of that resolution),
+    ``batch`` at a time; ``uv`` in the images' px."""
+    size = images.shape[-1]
+    parts = []
+    for s in range(0, len(images), batch):
+        chunk = torch.from_numpy(images[s:s + batch]).float()
+        fine = chunk if model.local_net is not None and size == IMAGE_SIZE * model.local_zoom else None
+        parts.append(predict_network_frame(model, resized(chunk, IMAGE_SIZE), fine=fine))
+    out = {key: np.concatenate([q[key] for q in parts]) for key in parts[0]}
+    out["uv"] = (out["uv"] + 0.5) * (size / IMAGE_SIZE) - 0.5
+    return out
 
 
 def predict_dataset(model: LandmarkModel, data: dict, batch: int = 64, shape_fit: bool = True) -> dict[str, np.ndarray]:

@@ -72,6 +72,14 @@ class Collimation:
             return cls("circle", centre, radius_px=fraction * min(nu, nv) / 2.0)
         return cls(shape)
 
+    def scaled(self, factor: float) -> "Collimation":
+        """The same field on a detector with ``factor`` times as many pixels per side (pixel centre
+        u maps to (u + 0.5) * factor - 0.5)."""
+        if self.shape == "none":
+            return self
+        centre = tuple((x + 0.5) * factor - 0.5 for x in self.center_px)
+        return Collimation(self.shape, centre, tuple(x * factor for x in self.size_px), self.radius_px * factor)
+
     def field(self, detector_size_px: tuple[int, int]) -> np.ndarray:
         """Boolean (nv, nu) mask of the detector pixels (centres at integer u, v) inside the field."""
         nu, nv = detector_size_px

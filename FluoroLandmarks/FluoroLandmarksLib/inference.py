@@ -48,6 +48,7 @@ class LandmarkModel:
     local_landmarks: list[str] | None = None  # refined by the local network (None: all)
     bf16: bool = False  # trained in bfloat16 autocast (card: inference_precision)
     mirror: bool = False  # also read the left-right mirrored frame (card: mirror_averaging)
+    local_zoom: int = 1  # the local network reads a frame this many times finer than the global one (card)
 
     @property
     def autocast_bf16(self) -> bool:
@@ -71,6 +72,7 @@ class LandmarkModel:
         self.card = dict(card, labels=self.labels, global_architecture=self.global_net.config,
                          local_architecture=self.local_net.config if self.local_net else None,
                          local_landmarks=self.local_landmarks if self.local_net else None,
+                         local_zoom=self.local_zoom if self.local_net else None,
                          inference_precision="bfloat16" if self.bf16 else "float32",
                          mirror_averaging=self.mirror,
                          parameters=sum(p.numel() for net in (self.global_net, self.local_net) if net is not None
@@ -104,7 +106,7 @@ class LandmarkModel:
         shape = ShapeModel(**{key: value.numpy() for key, value in state["shape"].items()}) if "shape" in state else None
         return cls(card["labels"], global_net, local_net, card, shape, card.get("local_landmarks"),
                    card.get("inference_precision") == "bfloat16",
-                   card.get("mirror_averaging", False) if mirror is None else mirror)
+                   card.get("mirror_averaging", False) if mirror is None else mirror, card.get("local_zoom") or 1)
 
 
 @dataclass
@@ -137,27 +139,50 @@ def to_network_frame(image: np.ndarray, fill: float | None = None,
     pad_v, pad_u = (side - rows) // 2, (side - cols) // 2
     pad = ((pad_v, side - rows - pad_v), (pad_u, side - cols - pad_u))
     square = np.pad(image, pad, mode="edge") if fill is None else np.pad(image, pad, constant_values=fill)
-    if side != size:
-        t = torch.from_numpy(square)[None, None]
-        square = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
-                               antialias=side > size)[0, 0].numpy()
+    square = resized(torch.from_numpy(square)[None], size)[0].numpy()
     scale = side / size
     # network pixel centre n maps to input pixel (n + 0.5) * scale - 0.5 - pad
     return square, scale, np.array([pad_u + 0.5 - 0.5 * scale, pad_v + 0.5 - 0.5 * scale])
 
 
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, S, S) square images resampled to (B, size, size) (bilinear, antialiased when shrinking;
+    pixel centre n of the output lies at input px (n + 0.5) * S / size - 0.5)."""
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images.float()[:, None], size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=images.shape[-1] > size)[:, 0]
+
+
+def network_frames(model: LandmarkModel, image: np.ndarray,
+                   fill: float | None = None) -> tuple[np.ndarray, np.ndarray | None, float, np.ndarray]:
+    """What ``model`` reads of one (rows, columns) image: the network frame (:func:`to_network_frame`),
+    its local network's finer frame (IMAGE_SIZE x ``model.local_zoom`` px, resampled from the image; None
+    when the local stage reads the network frame or there is none), and the network frame's scale and
+    offset (uv_input = uv_network * scale - offset)."""
+    square, scale, offset = to_network_frame(image, fill)
+    fine = None
+    if model.local_net is not None and model.local_zoom > 1:
+        fine = to_network_frame(image, fill, IMAGE_SIZE * model.local_zoom)[0]
+    return square, fine, scale, offset
+
+
+def _blurred(images: torch.Tensor, blur_px: float) -> torch.Tensor:
+    return gaussian_blur(images[:, None], blur_px)[:, 0] if blur_px > 0 else images
+
+
 @torch.no_grad()
-def predict_network_frame(model: LandmarkModel, images: np.ndarray, blur_px: float = 0.0) -> dict[str, np.ndarray]:
+def predict_network_frame(model: LandmarkModel, images: np.ndarray, blur_px: float = 0.0,
+                          fine: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """(B, 256, 256) images, first blurred by a Gaussian of SD ``blur_px`` (network px) if > 0 ->
     ``uv`` (B, L, 2) network px, ``depth_offset`` (B, L) mm from the isocenter plane,
     ``confidence`` (B, L); local refinement of the model's local landmarks estimated inside the image.
     With ``model.mirror`` the global network also reads each image mirrored left-right (a mirrored
     head, left and right landmarks swapped) and both passes' patches vote together
-    (:func:`network.aggregate_passes`)."""
-    x = torch.as_tensor(images).float()
-    if blur_px > 0:
-        x = gaussian_blur(x[:, None], blur_px)[:, 0]
-    x = normalize(x)
+    (:func:`network.aggregate_passes`). A model whose local network reads a finer frame
+    (``local_zoom`` > 1) refines on ``fine`` (B, 256 z, 256 z), the same images at z times finer
+    pixels (blurred by z x ``blur_px``); without it, on ``images`` resampled to that size."""
+    x = normalize(_blurred(torch.as_tensor(images).float(), blur_px))
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=model.autocast_bf16):
         out = model.global_net(torch.cat([x, x.flip(-1)]) if model.mirror else x)
     if model.mirror:
@@ -168,7 +193,14 @@ def predict_network_frame(model: LandmarkModel, images: np.ndarray, blur_px: flo
     uv = est["uv"]
     if model.local_net is not None:
         refined_labels = model.labels if model.local_landmarks is None else model.local_landmarks
-        uv = refine_local(model.local_net, x, uv, torch.tensor([label in refined_labels for label in model.labels]))
+        chosen = torch.tensor([label in refined_labels for label in model.labels])
+        z = model.local_zoom
+        if z == 1:
+            uv = refine_local(model.local_net, x, uv, chosen)
+        else:
+            frames = resized(torch.as_tensor(images), IMAGE_SIZE * z) if fine is None else torch.as_tensor(fine)
+            frames = normalize(_blurred(frames.float(), blur_px * z))
+            uv = (refine_local(model.local_net, frames, (uv + 0.5) * z - 0.5, chosen) + 0.5) / z - 0.5
     return dict(uv=uv.numpy(), depth_offset=est["depth_offset"].numpy() * DEPTH_UNIT_MM,
                 confidence=est["presence"].numpy())
 
@@ -255,8 +287,14 @@ def frame_estimates(model: LandmarkModel, image: np.ndarray, geometry: CArmGeome
     if tuple(geometry.detector_size_px) != (cols, rows):
         raise ValueError(f"geometry detector {geometry.detector_size_px} does not match the image (columns, rows)="
                          f"({cols}, {rows})")
-    square, scale, offset = to_network_frame(image, preparation.fill(image))
-    p = predict_network_frame(model, square[None], preparation.blur_px)
+    return image_estimates(model, image, preparation)
+
+
+def image_estimates(model: LandmarkModel, image: np.ndarray, preparation: FramePreparation = DRR_FRAME
+                    ) -> dict[str, np.ndarray]:
+    """:func:`frame_estimates` without a geometry (the image alone)."""
+    square, fine, scale, offset = network_frames(model, image, preparation.fill(image))
+    p = predict_network_frame(model, square[None], preparation.blur_px, None if fine is None else fine[None])
     return dict(uv=p["uv"][0] * scale - offset, depth_offset=p["depth_offset"][0], confidence=p["confidence"][0])
 
 

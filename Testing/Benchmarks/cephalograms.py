@@ -29,10 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "FluoroLandmarks"))
 from FluoroLandmarksLib.dataset import IMAGE_SIZE  # noqa: E402
 from FluoroLandmarksLib.inference import (DRR_FRAME, REAL_IMAGE_BLUR_PX, SHIPPED_MODEL,  # noqa: E402
-                                          FramePreparation, LandmarkModel, predict_network_frame, refine_local,
-                                          to_network_frame)
+                                          FramePreparation, LandmarkModel, image_estimates, to_network_frame)
 from FluoroLandmarksLib.landmarks import load_catalogue  # noqa: E402
-from FluoroLandmarksLib.training import normalize, train_global, train_local  # noqa: E402
+from FluoroLandmarksLib.training import train_global, train_local  # noqa: E402
 
 ISBI = ["sella", "nasion", "orbitale", "porion", "subspinale_A_point", "supramentale_B_point", "pogonion", "menton",
         "gnathion", "gonion", "lower_incisal_incision", "upper_incisal_incision", "upper_lip", "lower_lip",
@@ -92,24 +91,10 @@ def inter_annotator(each: np.ndarray, spacing: np.ndarray) -> dict:
     return sdr_table(np.linalg.norm(each[0] - each[1], axis=-1) * spacing[:, None], ISBI)
 
 
-def predict(model: LandmarkModel, images: list[np.ndarray], preparation: FramePreparation = DRR_FRAME,
-            local: tuple | None = None) -> np.ndarray:
-    """(N, 19 or L, 2) px, each image padded and blurred as ``preparation`` says (as detect does).
-    ``local`` = (network, zoom): every estimate refined by that local network on a frame ``zoom``
-    times finer than the network frame, resampled from the original image."""
-    out = []
-    for image in images:
-        square, scale, offset = to_network_frame(image, preparation.fill(image))
-        uv = predict_network_frame(model, square[None], preparation.blur_px)["uv"][0] * scale - offset
-        if local is not None:
-            net, zoom = local
-            fine, fine_scale, fine_offset = to_network_frame(image, preparation.fill(image), IMAGE_SIZE * zoom)
-            start = torch.from_numpy((uv + fine_offset) / fine_scale).float()[None]
-            with torch.no_grad():
-                refined = refine_local(net, normalize(fine[None]), start, torch.ones(uv.shape[0], dtype=torch.bool))
-            uv = refined[0].numpy() * fine_scale - fine_offset
-        out.append(uv)
-    return np.stack(out)
+def predict(model: LandmarkModel, images: list[np.ndarray], preparation: FramePreparation = DRR_FRAME) -> np.ndarray:
+    """(N, 19 or L, 2) px, each image padded and blurred as ``preparation`` says (as detect does; a
+    local network with ``local_zoom`` > 1 reads that much finer a frame resampled from the image)."""
+    return np.stack([image_estimates(model, image, preparation)["uv"] for image in images])
 
 
 def sim_to_real(args) -> dict:
@@ -176,10 +161,7 @@ def train_and_test(train, test, args, rng, log) -> np.ndarray:
                              IMAGE_SIZE * args.local_zoom)
     local_net, _ = train_local(data, len(ISBI), args.local_steps, log=log)
     _, test_images, test_truth, _, test_spacing = test
-    if args.local_zoom > 1:
-        pred = predict(LandmarkModel(ISBI, global_net, None, {}), test_images, local=(local_net, args.local_zoom))
-    else:
-        pred = predict(LandmarkModel(ISBI, global_net, local_net, {}), test_images)
+    pred = predict(LandmarkModel(ISBI, global_net, local_net, {}, local_zoom=args.local_zoom), test_images)
     return np.linalg.norm(pred - test_truth, axis=-1) * test_spacing[:, None]
 
 

@@ -23,7 +23,7 @@ from FluoroLandmarksLib.detection import read_skull_template  # noqa: E402
 from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu  # noqa: E402
 from FluoroLandmarksLib.headless import HeadlessApplication  # noqa: E402
 from FluoroLandmarksLib.inference import (REAL_IMAGE_BLUR_PX, SHIPPED_MODEL, LandmarkModel, place,  # noqa: E402
-                                          predict_network_frame, to_network_frame)
+                                          network_frames, predict_network_frame)
 from FluoroLandmarksLib.shape import TemplateWarp  # noqa: E402
 from FluoroLandmarksLib.synthesis import volume_center_ras  # noqa: E402
 
@@ -60,9 +60,9 @@ def main(argv=None):
     for n in range(args.frames + 5):
         image, g = stream[n % len(stream)]
         t0 = time.perf_counter()
-        square, scale, offset = to_network_frame(image)
+        square, fine, scale, offset = network_frames(model, image)
         t1 = time.perf_counter()
-        p = predict_network_frame(model, square[None], args.input_blur)
+        p = predict_network_frame(model, square[None], args.input_blur, None if fine is None else fine[None])
         t2 = time.perf_counter()
         _, _, xyz = place(model, p["uv"][0] * scale - offset, p["depth_offset"][0], p["confidence"][0], g)
         t3 = time.perf_counter()
