@@ -7,12 +7,11 @@ import torch
 
 from FluoroLandmarksLib.dataset import labels_for, random_geometry, render_coarse
 from FluoroLandmarksLib.drr import DRRRenderer, hu_to_mu
-from FluoroLandmarksLib.inference import FramePreparation, refine_local, to_network_frame
+from FluoroLandmarksLib.inference import FramePreparation, inference_net, refine_local, to_network_frame
 from FluoroLandmarksLib.landmarks import mirror_permutation
 from FluoroLandmarksLib.metrics import landmark_report
 from FluoroLandmarksLib.network import (OUTPUTS_PER_LANDMARK, PatchFCNN, aggregate, aggregate_passes, densified,
-                                         gaussian_blur, mirrored,
-                                         landmark_loss, patch_targets)
+                                         fused, gaussian_blur, landmark_loss, mirrored, patch_targets)
 from FluoroLandmarksLib.population import Deformation, HeadPopulation, ShapeVariation
 from FluoroLandmarksLib.shape import ThinPlateSpline, warp_template
 
@@ -40,6 +39,25 @@ def test_a_densified_network_keeps_the_strided_outputs_and_adds_those_between(at
     assert dense.stride == net.stride // step and fine.shape[-2:] == (8 * step, 6 * step)
     assert torch.allclose(fine[..., ::step, ::step], coarse, atol=1e-4)
     assert (fine[..., 1::step, 1::step] - coarse).abs().max() > 1e-3  # patches in between: computed, not copies
+
+
+def test_the_fused_inference_copy_gives_the_networks_outputs_and_follows_changed_weights():
+    torch.manual_seed(0)
+    net = PatchFCNN(5, widths=(8, 8, 8, 8, 8), dilations=(2,), atrous=1)
+    for m in net.modules():  # BatchNorm statistics away from the identity, so that folding them matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    net.eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        copy = fused(net)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in copy.modules())
+        assert torch.allclose(copy(x), net(x), atol=1e-4)
+        assert inference_net(net) is inference_net(net)  # made once
+        for p in net.parameters():
+            p.mul_(1.5)
+        assert torch.allclose(inference_net(net)(x), net(x), atol=1e-4)  # made again after the in-place change
+        assert not torch.allclose(copy(x), net(x), atol=1e-2)
 
 
 def test_gaussian_blur_keeps_flat_images_and_spreads_an_impulse_by_sigma():

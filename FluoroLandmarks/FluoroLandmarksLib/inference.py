@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from .dataset import IMAGE_SIZE
 from .geometry import CArmGeometry
 from .landmarks import mirror_permutation
-from .network import DEPTH_UNIT_MM, PatchFCNN, aggregate, aggregate_passes, gaussian_blur, mirrored
+from .network import DEPTH_UNIT_MM, PatchFCNN, aggregate, aggregate_passes, fused, gaussian_blur, mirrored
 from .shape_model import CONFIDENCE_POWER, ShapeModel, View
 from .training import crops, normalize
 
@@ -167,6 +168,18 @@ def network_frames(model: LandmarkModel, image: np.ndarray,
     return square, fine, scale, offset
 
 
+_FUSED: "weakref.WeakKeyDictionary[PatchFCNN, tuple[tuple[int, ...], PatchFCNN]]" = weakref.WeakKeyDictionary()
+
+
+def inference_net(net: PatchFCNN) -> PatchFCNN:
+    """``net``'s :func:`network.fused` copy for inference, made once per network and made again when
+    its weights or statistics have changed in place since (training, ``load_state_dict``)."""
+    stamp = tuple(t._version for t in net.state_dict().values())
+    if net not in _FUSED or _FUSED[net][0] != stamp:
+        _FUSED[net] = stamp, fused(net)
+    return _FUSED[net][1]
+
+
 def _blurred(images: torch.Tensor, blur_px: float) -> torch.Tensor:
     return gaussian_blur(images[:, None], blur_px)[:, 0] if blur_px > 0 else images
 
@@ -184,7 +197,7 @@ def predict_network_frame(model: LandmarkModel, images: np.ndarray, blur_px: flo
     pixels (blurred by z x ``blur_px``); without it, on ``images`` resampled to that size."""
     x = normalize(_blurred(torch.as_tensor(images).float(), blur_px))
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=model.autocast_bf16):
-        out = model.global_net(torch.cat([x, x.flip(-1)]) if model.mirror else x)
+        out = inference_net(model.global_net)(torch.cat([x, x.flip(-1)]) if model.mirror else x)
     if model.mirror:
         est = aggregate_passes([out[:len(x)], mirrored(out[len(x):], mirror_permutation(model.labels))],
                                model.global_net.stride)
@@ -217,7 +230,7 @@ def refine_local(local_net: PatchFCNN, frames: torch.Tensor, uv: torch.Tensor, c
         return uv
     patches, origin = crops(frames, uv)
     keep = inside.nonzero()[:, 0]
-    out = local_net(patches[keep])[torch.arange(len(keep)), keep % uv.shape[1]][:, None]
+    out = inference_net(local_net)(patches[keep])[torch.arange(len(keep)), keep % uv.shape[1]][:, None]
     refined = uv.reshape(-1, 2).clone()
     refined[keep] = aggregate(out, local_net.stride)["uv"][:, 0] + origin[keep]
     return refined.reshape(uv.shape)

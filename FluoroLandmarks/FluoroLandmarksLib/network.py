@@ -18,10 +18,13 @@ nearest to the landmark), so the estimate stays defined and continuous across th
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 OUTPUTS_PER_LANDMARK = 4  # dx, dy, presence logit, depth offset
 DEPTH_UNIT_MM = 100.0
@@ -74,7 +77,7 @@ class PatchFCNN(nn.Module):
         with torch.autocast(features.device.type, enabled=False):  # px displacements need float32, not bf16
             out = self.head(features.float())
         b, _, h, w = out.shape
-        out = out.view(b, self.n_landmarks, OUTPUTS_PER_LANDMARK, h, w)
+        out = out.reshape(b, self.n_landmarks, OUTPUTS_PER_LANDMARK, h, w)
         return torch.cat([out[:, :, :2] * self.displacement_scale, out[:, :, 2:]], dim=2)
 
 
@@ -84,6 +87,24 @@ def densified(net: PatchFCNN, atrous: int = 1) -> PatchFCNN:
     dense = PatchFCNN(**dict(net.config, atrous=atrous))
     dense.load_state_dict(net.state_dict())
     return dense
+
+
+def fused(net: PatchFCNN) -> PatchFCNN:
+    """An inference copy of ``net`` (eval mode): each BatchNorm folded into the convolution before it
+    and the weights in channels-last layout (oneDNN's fast path on CPU): the same outputs to float
+    rounding, faster (Testing/Benchmarks/landmark_speed.py)."""
+    out = copy.deepcopy(net).eval()
+    blocks = []
+    for block in out.features:
+        layers = []
+        for layer in block:
+            if isinstance(layer, nn.BatchNorm2d) and layers and isinstance(layers[-1], nn.Conv2d):
+                layers[-1] = fuse_conv_bn_eval(layers[-1], layer)
+            else:
+                layers.append(layer)
+        blocks.append(nn.Sequential(*layers))
+    out.features = nn.Sequential(*blocks)
+    return out.to(memory_format=torch.channels_last)
 
 
 def averaged(nets: list[PatchFCNN]) -> PatchFCNN:

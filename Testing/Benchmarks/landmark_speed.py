@@ -1,6 +1,6 @@
 """Per-frame speed of the landmark pipeline: preprocess -> global -> local -> shape fit (3D) -> skull.
 
-    python Testing/Benchmarks/landmark_speed.py [--model DIR] [--frames N] [--threads 1] [--json FILE]
+    python Testing/Benchmarks/landmark_speed.py [--model DIR] [--frames N] [--threads N] [--json FILE]
 
 Frames are DRR images of the sample head CT (32 random views), processed one at a time as a
 fluoroscopy stream would be; prints ms per stage and frames per second.
@@ -44,7 +44,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL)
     parser.add_argument("--frames", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster than 2 for one frame)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads (default: torch's, one per core)")
     parser.add_argument("--input-blur", type=float, default=REAL_IMAGE_BLUR_PX,
                         help="px, the blur before the network (as detect's default for real frames; in its stage)")
     parser.add_argument("--mirror", action=argparse.BooleanOptionalAction,
