@@ -144,10 +144,14 @@ def test_cli_evaluate_writes_the_table_keys(tmp_path):
     assert "volume_r2" in report
 
 
-def test_cli_train_in_bf16_writes_a_loadable_float32_model(tmp_path, capsys):
+def test_cli_train_in_bf16_writes_a_loadable_float32_model(tmp_path, capsys, monkeypatch):
     import torch
 
+    from FemurSegmentLib import training
     from FemurSegmentLib.network import SmallVNet
+
+    # patches 8x smaller than training's: a CPU without native bf16 emulates it (3 steps took 222 s there)
+    monkeypatch.setattr(training, "PATCH", (16, 32, 32))
 
     out = tmp_path / "model"
     code = main(["train", "--images", str(SAMPLE_CT), "--labels", str(SAMPLE_FEMUR), "--negatives", str(HEAD_CT),
@@ -158,6 +162,7 @@ def test_cli_train_in_bf16_writes_a_loadable_float32_model(tmp_path, capsys):
     assert code == 0
     model = FemurModel.load(out)
     assert model.card["training"]["precision"] == "bfloat16 autocast" and model.card["training"]["steps"] == 3
+    assert model.card["training"]["patch_kji"] == [16, 32, 32]
     assert np.isfinite(model.card["training"]["final_loss"]) and "--bf16" in model.card["command"]
     torch.manual_seed(4)
     start = SmallVNet(**model.card["architecture"]).state_dict()
