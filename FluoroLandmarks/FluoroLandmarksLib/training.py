@@ -105,6 +105,7 @@ def train_global(data: dict, n_landmarks: int, steps: int, batch: int = 24, lr: 
     rng = np.random.default_rng(seed)
     net = init if init is not None else PatchFCNN(n_landmarks, **(GLOBAL_ARCHITECTURE if architecture is None
                                                                   else architecture))
+    net.to(memory_format=torch.channels_last)  # oneDNN's faster layout (a step ~20 % faster on an AVX2 CPU)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     depth = None  # depth labels exist for synthetic data only
     if "depth" in data and depth_weight > 0:
@@ -138,7 +139,7 @@ def train_local(data: dict, n_landmarks: int, steps: int, batch: int = 8, lr: fl
     uses its landmark's output channels."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed + 1)
-    net = PatchFCNN(n_landmarks, **LOCAL_ARCHITECTURE)
+    net = PatchFCNN(n_landmarks, **LOCAL_ARCHITECTURE).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     start, n, skipped = time.perf_counter(), len(data["images"]), 0
     net.train()
