@@ -64,6 +64,7 @@ class FluoroLandmarksParameterNode:
     framePadding: Annotated[str, Choice(list(PADDINGS))] = "edge"  # of a non-square frame (inference.FramePreparation)
     inputBlur: Annotated[float, WithinRange(0, 16)] = REAL_IMAGE_BLUR_PX  # network px; 0 for DRRs
     secondFrame: vtkMRMLScalarVolumeNode  # optional: the same head's frame from the biplane's other plane
+    mirrorAveraging: bool = True  # the network also reads the mirrored frame (twice its time; LandmarkModel.mirror)
 
 
 class FluoroLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -205,7 +206,7 @@ class FluoroLandmarksLogic(ScriptedLoadableModuleLogic):
     def detect(self, p: FluoroLandmarksParameterNode):
         """One result per frame: the input frame, and the second frame if one is selected (fitted together);
         a multi-slice input is a fluoroscopy run, every slice a frame (one geometry, each fitted alone)."""
-        model = LandmarkModel.load(SHIPPED_MODEL)
+        model = LandmarkModel.load(SHIPPED_MODEL, p.mirrorAveraging)
         preparation = FramePreparation(p.framePadding, p.inputBlur)
         run = mrml.volume_to_numpy(p.inputFrame)[0]
         if len(run) > 1:
