@@ -1,7 +1,9 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from FluoroLandmarksLib.geometry import CArmGeometry, Collimation
+from FluoroLandmarksLib.geometry import CArmGeometry, Collimation, carm_rotation
 
 ISO = (10.0, -20.0, 30.0)
 
@@ -127,3 +129,14 @@ def test_backproject_inverts_project():
     points = np.random.default_rng(0).normal(ISO, 60.0, size=(20, 3))
     uv, depth = g.project(points)
     assert np.allclose(g.backproject(uv, depth), points, atol=1e-9)
+
+
+def test_cached_matrices_are_read_only_and_follow_a_replaced_geometry():
+    g = CArmGeometry((0.0, 0.0, 0.0), 30.0, 10.0)
+    assert g.world_to_camera is g.world_to_camera  # computed once
+    with pytest.raises(ValueError):
+        g.world_to_camera[0, 0] = 5.0  # shared by every caller: not writable
+    turned = replace(g, primary_deg=60.0)
+    assert np.allclose(turned.rotation, carm_rotation(60.0, 10.0))
+    assert not np.allclose(turned.world_to_camera, g.world_to_camera)
+    assert turned == replace(g, primary_deg=60.0) and g.to_dict() == CArmGeometry.from_dict(g.to_dict()).to_dict()

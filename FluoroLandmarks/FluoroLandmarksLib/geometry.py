@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -103,6 +104,12 @@ class Collimation:
         return np.hypot(d[..., 0], d[..., 1]) <= self.radius_px
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` made read-only: a cached matrix of a frozen geometry, shared by every caller."""
+    a.setflags(write=False)
+    return a
+
+
 @dataclass(frozen=True)
 class CArmGeometry:
     """One C-arm view.
@@ -136,9 +143,9 @@ class CArmGeometry:
             raise ValueError(f"pixel spacing must be > 0 mm, got {self.pixel_spacing_mm}")
 
     # -- frame ---------------------------------------------------------------------------------
-    @property
+    @cached_property
     def rotation(self) -> np.ndarray:
-        return carm_rotation(self.primary_deg, self.secondary_deg)
+        return _read_only(carm_rotation(self.primary_deg, self.secondary_deg))
 
     @property
     def source_direction(self) -> np.ndarray:
@@ -180,18 +187,18 @@ class CArmGeometry:
         return self.sid_mm / self.sod_mm
 
     # -- matrices ------------------------------------------------------------------------------
-    @property
+    @cached_property
     def intrinsics(self) -> np.ndarray:
         """3x3 K mapping C-arm camera coordinates (mm; x=u axis, y=v axis, z=beam) to pixels."""
         cu, cv = self.principal_point_px
         du, dv = self.pixel_spacing_mm
-        return np.array([[self.sid_mm / du, 0.0, cu], [0.0, self.sid_mm / dv, cv], [0.0, 0.0, 1.0]])
+        return _read_only(np.array([[self.sid_mm / du, 0.0, cu], [0.0, self.sid_mm / dv, cv], [0.0, 0.0, 1.0]]))
 
-    @property
+    @cached_property
     def world_to_camera(self) -> np.ndarray:
         """3x4 [R | t] from patient RAS (mm) to the C-arm camera frame (mm, origin at the source)."""
         r = np.stack([self.u_axis, self.v_axis, self.beam_direction])
-        return np.concatenate([r, (-r @ self.source_ras)[:, None]], axis=1)
+        return _read_only(np.concatenate([r, (-r @ self.source_ras)[:, None]], axis=1))
 
     @property
     def projection_ras_to_px(self) -> np.ndarray:
