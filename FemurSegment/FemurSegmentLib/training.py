@@ -111,7 +111,7 @@ def train(cases: list[Case], steps: int = 600, batch: int = 2, lr: float = 2e-3,
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = SmallVNet(**(network or {})) if init is None else copy.deepcopy(init)
-    net.to(memory_format=torch.channels_last_3d)  # oneDNN's faster layout: a step ~1.6x faster on an AVX2 CPU
+    net.to(memory_format=torch.channels_last_3d)  # oneDNN's faster layout: a step ~1.4x faster on an AVX2 CPU
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 20)  # linear warm-up, then cosine decay to zero
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(

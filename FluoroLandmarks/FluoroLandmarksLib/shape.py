@@ -56,7 +56,7 @@ class TemplateWarp:
         c = np.ones(len(self.landmarks)) if confidence is None else np.clip(confidence, 0.05, 1.0)
         tps = ThinPlateSpline(self.landmarks, predicted_landmarks, self.smoothing_mm * (1.0 / c - 1.0))
         # torch's product, not numpy's: OpenBLAS's worker threads spin on after a product this size and
-        # would take the cores from the next frame's network (2.7x slower on a 2-core CPU)
+        # would take the cores from the next frame's network (the network 2.6x slower on a 2-core CPU)
         return (self.basis @ torch.from_numpy(tps.coefficients)).numpy()
 
 
