@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.fx.experimental.optimization import fuse
 
 OUTPUTS_PER_LANDMARK = 4  # dx, dy, presence logit, depth offset
 DEPTH_UNIT_MM = 100.0
@@ -90,20 +90,12 @@ def densified(net: PatchFCNN, atrous: int = 1) -> PatchFCNN:
 
 
 def fused(net: PatchFCNN) -> PatchFCNN:
-    """An inference copy of ``net`` (eval mode): each BatchNorm folded into the convolution before it
-    and the weights in channels-last layout (oneDNN's fast path on CPU): the same outputs to float
-    rounding, faster (Testing/Benchmarks/landmark_speed.py)."""
+    """An inference copy of ``net`` (eval mode): each BatchNorm of its features folded into the
+    convolution before it (torch.fx; the head stays outside the trace, with its float32 autocast
+    guard) and the weights in channels-last layout (oneDNN's fast path on CPU): the same outputs to
+    float rounding, faster (Testing/Benchmarks/landmark_speed.py)."""
     out = copy.deepcopy(net).eval()
-    blocks = []
-    for block in out.features:
-        layers = []
-        for layer in block:
-            if isinstance(layer, nn.BatchNorm2d) and layers and isinstance(layers[-1], nn.Conv2d):
-                layers[-1] = fuse_conv_bn_eval(layers[-1], layer)
-            else:
-                layers.append(layer)
-        blocks.append(nn.Sequential(*layers))
-    out.features = nn.Sequential(*blocks)
+    out.features = fuse(out.features, inplace=True)
     return out.to(memory_format=torch.channels_last)
 
 
